@@ -1,0 +1,97 @@
+"""Convergence diagnostics of a NUTS fit, with a gate that warns or raises.
+
+Thresholds follow Vehtari et al. (2021) and common practice: R-hat <= 1.01,
+bulk and tail ESS >= 100 per chain (400 for 4 chains), no divergent
+transitions, E-BFMI >= 0.3 in every chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import arviz as az
+import numpy as np
+
+
+class DiagnosticsWarning(UserWarning):
+    """A fit's convergence diagnostics failed (non-strict mode)."""
+
+
+class DiagnosticsError(RuntimeError):
+    """A fit's convergence diagnostics failed (strict mode)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    rhat_max: float = 1.01
+    ess_per_chain_min: float = 100.0
+    divergences_max: int = 0
+    ebfmi_min: float = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnostics:
+    """Worst-case summaries over the checked variables."""
+
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    ebfmi_min: float
+    n_draws: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"ok": self.ok}
+
+
+def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = Thresholds()) -> Diagnostics:
+    """Compute R-hat, bulk/tail ESS, divergences and E-BFMI; list what fails."""
+    post = idata.posterior
+    names = var_names or [v for v in post.data_vars if post[v].dtype.kind == "f"]
+    n_chains = post.sizes["chain"]
+    rhat = az.rhat(post, var_names=names)
+    ess_bulk = az.ess(post, var_names=names, method="bulk")
+    ess_tail = az.ess(post, var_names=names, method="tail")
+
+    def worst(ds, fn):
+        vals = [float(fn(ds[v].to_numpy())) for v in ds.data_vars if np.isfinite(ds[v].to_numpy()).any()]
+        return fn(np.array(vals)) if vals else float("nan")
+
+    rhat_max = worst(rhat, np.nanmax)
+    ess_bulk_min = worst(ess_bulk, np.nanmin)
+    ess_tail_min = worst(ess_tail, np.nanmin)
+    stats = idata.sample_stats
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    ebfmi_min = float(np.min(az.bfmi(idata))) if "energy" in stats else float("nan")
+    ess_min = thresholds.ess_per_chain_min * n_chains
+    problems = []
+    if n_chains > 1 and not rhat_max <= thresholds.rhat_max:
+        problems.append(f"R-hat {rhat_max:.3f} > {thresholds.rhat_max}")
+    if not ess_bulk_min >= ess_min:
+        problems.append(f"bulk ESS {ess_bulk_min:.0f} < {ess_min:.0f}")
+    if not ess_tail_min >= ess_min:
+        problems.append(f"tail ESS {ess_tail_min:.0f} < {ess_min:.0f}")
+    if divergences > thresholds.divergences_max:
+        problems.append(f"{divergences} divergent transitions")
+    if not ebfmi_min >= thresholds.ebfmi_min:
+        problems.append(f"E-BFMI {ebfmi_min:.2f} < {thresholds.ebfmi_min}")
+    return Diagnostics(rhat_max, ess_bulk_min, ess_tail_min, divergences, ebfmi_min,
+                       n_chains * post.sizes["draw"], tuple(problems))
+
+
+def check(diagnostics: Diagnostics, *, strict: bool = False, what: str = "fit") -> Diagnostics:
+    """Warn (or raise when ``strict``) with the numbers when diagnostics fail."""
+    if diagnostics.ok:
+        return diagnostics
+    message = f"{what}: convergence diagnostics failed: " + "; ".join(diagnostics.problems)
+    if strict:
+        raise DiagnosticsError(message)
+    warnings.warn(message + " (treat the intervals with caution; more draws or a reparameterisation may help)",
+                  DiagnosticsWarning, stacklevel=3)
+    return diagnostics
