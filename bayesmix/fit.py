@@ -59,7 +59,8 @@ class FitResult:
             raise ValueError(f"prob must lie in (0, 1), got {prob}")
         query = self.law.query(self.data, **inputs)
         params = self.posterior()
-        values = self.law.mean_draws(params, query, self.data.meta)
+        with jax.enable_x64(True):
+            values = np.asarray(self.law.mean_draws(params, query, self.data.meta), dtype=float)
         if kind == "observation":
             scale = self.law.noise_scale(params, query, self.data.meta)
             values = values + scale * student_t_noise(self.priors["student_df"], values.shape, seed)
@@ -71,7 +72,8 @@ class FitResult:
         query = self.law.query(self.data, **inputs)
         params = {k: np.asarray(v)[None] for k, v in self.point.items()}
         labels = query.labels.copy()
-        labels["point"] = self.law.mean_draws(params, query, self.data.meta)[0]
+        with jax.enable_x64(True):
+            labels["point"] = np.asarray(self.law.mean_draws(params, query, self.data.meta)[0], dtype=float)
         return labels
 
     def summary(self) -> pd.DataFrame:
