@@ -41,6 +41,11 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print warnings as ``bayesmix: warning: ...`` on one line (CLI only)."""
+    print(f"bayesmix: {category.__name__}: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and return exit code 2."""
     parser = build_parser()
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from bayesmix.diagnostics import DiagnosticsError
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+    warnings.showwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except (*USER_ERRORS, DiagnosticsError) as exc:

@@ -38,7 +38,7 @@ def test_fit_then_predict_end_to_end(tmp_path, capsys):
     pred = tmp_path / "pred.parquet"
     assert main(["predict", str(fit_path), "--mixtures", str(candidates), "--out", str(pred), "--prob", "0.5"]) == 0
     table = pd.read_parquet(pred)
-    assert table["eval"].tolist() == ["web", "code", "papers", "overall"]
+    assert table["eval"].tolist() == ["code", "papers", "web", "overall"]
     assert (table["lower"] < table["upper"]).all()
 
 
