@@ -1,0 +1,55 @@
+"""Run-table rows of the proxy trainer and their atomic merging into a table file.
+
+Rows follow the package schema (:mod:`bayesmix.data`): ``run, size, step,
+tokens, eval, loss, mix.<domain>...``, one per (checkpoint, eval domain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from bayesmix.data import MIX_PREFIX, RunTableError, mixture_columns, read_table, validate_runs, write_table
+
+
+def checkpoint_rows(*, run: str, size: int, step: int, tokens: int, losses: Mapping[str, float],
+                    mixture: Mapping[str, float]) -> pd.DataFrame:
+    """The rows of one checkpoint: one per eval domain."""
+    records = [{"run": run, "size": int(size), "step": int(step), "tokens": int(tokens), "eval": e,
+                "loss": float(loss), **{MIX_PREFIX + d: float(p) for d, p in mixture.items()}}
+               for e, loss in losses.items()]
+    return pd.DataFrame.from_records(records)
+
+
+def empty_rows(domains: list[str]) -> pd.DataFrame:
+    columns = ["run", "size", "step", "tokens", "eval", "loss", *(MIX_PREFIX + d for d in domains)]
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("run", "eval") else float) for c in columns})
+
+
+def merge_into(path, rows: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
+    """Replace the rows of ``runs`` (default: those in ``rows``) in the table at ``path``, atomically.
+
+    The file is created when missing. Its mixture columns must match the new
+    rows' (same corpus domains); otherwise nothing is written.
+    """
+    path = Path(path)
+    runs = sorted(set(rows["run"])) if runs is None else runs
+    parts = []
+    if path.exists():
+        existing = read_table(path)
+        if len(existing):
+            old, new = set(mixture_columns(existing)), set(mixture_columns(rows))
+            if old != new:
+                raise RunTableError(
+                    f"{path} has mixture columns {sorted(old)} but the new rows have {sorted(new)}; "
+                    "write runs on another corpus to another file")
+            parts.append(existing[~existing["run"].astype(str).isin(runs)])
+    parts.append(rows)
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return rows
+    combined = validate_runs(pd.concat(parts, ignore_index=True))
+    write_table(combined, path)
+    return combined
