@@ -22,7 +22,6 @@ Needs (Debian): ``apt-get install bible-kjv sword-text-sparv diatheke dict-gcide
 from __future__ import annotations
 
 import argparse
-import base64
 import gzip
 import hashlib
 import json

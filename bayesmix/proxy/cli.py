@@ -144,6 +144,8 @@ def run_train(args) -> int:
                        backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                        cache_dir=args.cache_dir, evals=evals, progress=False if args.no_progress else None,
                        details=True, **settings)
+    except ImportError as exc:  # the ray backend without Ray installed
+        raise ValueError(str(exc)) from None
     except SweepError as exc:
         print(f"bayesmix train: {exc}", file=sys.stderr)
         if exc.rows is not None:

@@ -158,6 +158,8 @@ def design_mixtures(domains: list[str], n_random: int = 16, *, seed: int = 0, al
     records = []
     for name, r in rows:
         r = np.round(r, decimals)
-        r[np.argmax(r)] += 1 - r.sum()
+        j = int(np.argmax(r))
+        r[j] = 0.0
+        r[j] = round(1.0 - r.sum(), decimals)
         records.append({"name": name, "baseline": name == "uniform", **dict(zip(domains, r.tolist()))})
     return pd.DataFrame.from_records(records)

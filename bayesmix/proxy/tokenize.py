@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from bayesmix.proxy.atomic import atomic_write
 from bayesmix.proxy.corpora import Corpus, CorpusError, Domain, domain_documents
 
 SPLIT_BLOCK = 8192
@@ -92,14 +92,8 @@ def split_blocks(tokens: np.ndarray, valid_fraction: float, block: int | None = 
 
 
 def _write_atomic(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(np.ascontiguousarray(array).tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as fh:
+        fh.write(np.ascontiguousarray(array).tobytes())
 
 
 class TokenCache:
@@ -165,11 +159,9 @@ def build_token_cache(corpus: Corpus, tokenizer: Tokenizer | None = None, cache_
     meta = root / "meta.json"
     if not meta.exists():
         cache = TokenCache(root, corpus, tokenizer)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".meta.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
+        with atomic_write(meta, "w") as fh:
             json.dump({"tokenizer": tokenizer.name, "domains": corpus.names, "label": corpus.label,
                        "tokens": cache.counts()}, fh, indent=2)
-        os.replace(tmp, meta)
     return TokenCache(root, corpus, tokenizer)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ import torch
 
 from bayesmix.data import read_table, validate_runs, write_table
 from bayesmix.progress import progress_enabled
+from bayesmix.proxy.atomic import atomic_write
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
@@ -228,21 +228,13 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path, "w") as fh:
         json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
 
 
 class RunDirectory:
@@ -303,6 +295,24 @@ def _work_root(workdir):
         yield Path(tmp)
 
 
+def train_step(step_model, model, optimizer, batch: torch.Tensor, *, lr: float, grad_clip: float,
+               device: torch.device, precision: str) -> torch.Tensor:
+    """One update on a ``(batch, seq_len + 1)`` token tensor; returns the (device) loss.
+
+    ``step_model`` is ``model`` or its compiled wrapper; gradients are clipped
+    by global norm. No host synchronisation happens here.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(device, precision):
+        loss = step_model(batch[:, :-1], batch[:, 1:])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def _execute(prepared: PreparedRun, rundir: RunDirectory, *, out=None, progress: bool | None = None,
              on_checkpoint: Callable | None = None) -> pd.DataFrame:
     cfg, size, cache = prepared.config, prepared.size, prepared.cache
@@ -332,15 +342,8 @@ def _execute(prepared: PreparedRun, rundir: RunDirectory, *, out=None, progress:
     try:
         for step in range(start + 1, cfg.steps + 1):
             lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup, plan_steps=cfg.plan_steps, min_ratio=cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = to_device(sampler.batch(step), device)
-            with autocast(device, precision):
-                loss = step_model(batch[:, :-1], batch[:, 1:])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(step_model, model, optimizer, to_device(sampler.batch(step), device), lr=lr,
+                       grad_clip=cfg.grad_clip, device=device, precision=precision)
             trained += 1
             if bar is not None:
                 bar.update(1)
@@ -373,7 +376,7 @@ def _execute(prepared: PreparedRun, rundir: RunDirectory, *, out=None, progress:
                                     "steps_this_session": trained, "device": str(device), "precision": precision,
                                     "tokens_per_second": trained * tokens_per_step / seconds if seconds else None})
     if cfg.keep_checkpoint:
-        torch.save(model.state_dict(), rundir.path / "model.pt")
+        _save_checkpoint(rundir.path / "model.pt", {"model": model.state_dict(), "size": size.name})
     if rundir.checkpoint_path.exists():
         rundir.checkpoint_path.unlink()
     return validate_runs(pd.concat(rows, ignore_index=True))
