@@ -24,10 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SETTINGS = dict(steps=800, plan_steps=2400, batch_size=8, seq_len=128, checkpoints=10, first_checkpoint=50,
-                eval_tokens=8192, seed=0)
-SIZES = "100k,200k,450k"
-N_DIRICHLET = 10
+from bayesmix.proxy.demo import DEMO_DIRICHLET, DEMO_SETTINGS, DEMO_SIZES  # noqa: E402
+
+SETTINGS = DEMO_SETTINGS
+SIZES = ",".join(DEMO_SIZES)
+N_DIRICHLET = DEMO_DIRICHLET
 
 
 def main(argv=None) -> int:
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
     parser.add_argument("--mixtures-out", type=Path, help="also write the mixture design here (CSV)")
+    parser.add_argument("--design-only", action="store_true", help="write --mixtures-out and stop")
     for key in ("steps", "plan_steps", "batch_size", "seq_len", "checkpoints", "first_checkpoint", "eval_tokens"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=SETTINGS[key],
                             help=f"default {SETTINGS[key]}")
@@ -53,6 +55,10 @@ def main(argv=None) -> int:
     design = design_mixtures(corpus.names, N_DIRICHLET, seed=0)
     if args.mixtures_out:
         design.to_csv(args.mixtures_out, index=False)
+    if args.design_only:
+        if not args.mixtures_out:
+            parser.error("--design-only needs --mixtures-out")
+        return 0
     mixtures = {row["name"]: {d: row[d] for d in corpus.names} for _, row in design.iterrows()}
     t0 = time.time()
     rows = sweep(mixtures, args.sizes.split(","), corpus=corpus, out=args.out, workdir=args.workdir,

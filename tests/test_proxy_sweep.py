@@ -53,13 +53,24 @@ def test_bad_mixture_in_a_file_fails_before_any_training(tmp_path, cache_dir):
     (dict(sizes=["1T"]), ValueError, "unknown model size '1T'"),
     (dict(mixtures={}), MixtureError, "no mixtures to run"),
     (dict(steps=50, plan_steps=10), ValueError, "plan_steps"),
+    (dict(out="runs.txt"), ValueError, "unsupported run-table file type '.txt'"),
 ])
 def test_bad_sweep_arguments(tmp_path, cache_dir, kwargs, error, message):
     args = dict(mixtures=MIXTURES, sizes=["100k"], out=tmp_path / "r.parquet", cache_dir=cache_dir,
                 progress=False, **TINY)
     args.update(kwargs)
+    args["out"] = tmp_path / args["out"]
     with pytest.raises(error, match=message):
         sweep(args.pop("mixtures"), args.pop("sizes"), **args)
+
+
+def test_out_table_of_another_corpus_is_refused_before_training(tmp_path, cache_dir):
+    out = tmp_path / "runs.csv"
+    pd.DataFrame({"run": ["x"], "size": [1], "step": [1], "eval": ["web"], "loss": [1.0], "mix.web": [1.0]}).to_csv(
+        out, index=False)
+    with pytest.raises(ValueError, match=r"has mixture columns \['mix.web'\] but this corpus gives"):
+        sweep(MIXTURES, ["100k"], out=out, cache_dir=cache_dir, progress=False, **TINY)
+    assert not (tmp_path / "runs.csv.work").exists()
 
 
 def test_conflicting_rerun_is_caught_before_training(tmp_path, cache_dir):

@@ -7,7 +7,7 @@ Public API (imported lazily, so ``import bayesmix.proxy`` does not load torch)::
     TrainConfig, SIZES, ModelSize, get_size, non_embedding_params
     load_corpus, bundled_corpus, Corpus, Domain
     read_mixtures, validate_mixture, design_mixtures
-    demo_runs()  the bundled demo run table
+    demo_runs()  the bundled demo run table; DEMO_SETTINGS its training settings
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ _EXPORTS = {
     "parse_mixture": "mixtures", "MixtureError": "mixtures",
     "checkpoint_steps": "schedule", "lr_at": "schedule",
     "MixtureSampler": "sampling",
-    "demo_runs": "demo", "DEMO_RUNS_PATH": "demo", "BASELINE_MIXTURE": "demo",
+    "demo_runs": "demo", "DEMO_RUNS_PATH": "demo", "BASELINE_MIXTURE": "demo", "DEMO_SETTINGS": "demo",
+    "DEMO_SIZES": "demo",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,6 +12,14 @@ import pandas as pd
 
 DEMO_RUNS_PATH = Path(__file__).resolve().parents[1] / "data" / "demo_runs.parquet"
 BASELINE_MIXTURE = "uniform"
+#: Training settings of every demo run: new runs made with them (for example by a
+#: closed-loop campaign, ``train_run(mixture, "200k", **DEMO_SETTINGS)``) are
+#: comparable with the bundled table.
+DEMO_SETTINGS = dict(steps=800, plan_steps=2400, batch_size=8, seq_len=128, checkpoints=10, first_checkpoint=50,
+                     eval_tokens=8192, seed=0)
+DEMO_SIZES = ("100k", "200k", "450k")
+#: Dirichlet(1) draws in the demo design, after the uniform and the domain-led mixtures.
+DEMO_DIRICHLET = 10
 
 
 def demo_runs() -> pd.DataFrame:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayesmix.data import MIX_PREFIX, RunTableError, mixture_columns, read_table, validate_runs, write_table
+from bayesmix.data import (MIX_PREFIX, SUFFIXES, RunTableError, mixture_columns, read_table, validate_runs,
+                           write_table)
 
 
 def checkpoint_rows(*, run: str, size: int, step: int, tokens: int, losses: Mapping[str, float],
@@ -53,3 +54,19 @@ def merge_into(path, rows: pd.DataFrame, runs: list[str] | None = None) -> pd.Da
     combined = validate_runs(pd.concat(parts, ignore_index=True))
     write_table(combined, path)
     return combined
+
+
+def check_out_table(path, domains: list[str]) -> None:
+    """Fail early (before training) if ``path`` cannot take rows of a corpus with ``domains``."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise RunTableError(f"unsupported run-table file type {path.suffix!r} for {path}; "
+                            f"use one of {sorted(set(SUFFIXES))}")
+    if path.is_dir():
+        raise RunTableError(f"{path} is a directory, not a run-table file")
+    if path.exists():
+        existing = read_table(path)
+        old, new = set(mixture_columns(existing)), {MIX_PREFIX + d for d in domains}
+        if len(existing) and old != new:
+            raise RunTableError(f"{path} has mixture columns {sorted(old)} but this corpus gives {sorted(new)}; "
+                                "write runs on another corpus to another file")

@@ -12,8 +12,11 @@ written at every checkpoint, under ``workdir``). A failing run does not stop the
 others; the sweep raises :class:`SweepError` naming the failures at the end.
 
 Backends: ``local`` runs jobs one after another (``workers=1``) or in a pool of
-``workers`` processes; ``ray`` (``pip install bayesmix[ray]``) sends them to a
+``workers`` processes (started with ``spawn``: a script that calls ``sweep``
+with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard); ``ray`` (``pip install bayesmix[ray]``) sends them to a
 Ray cluster (``ray_address``) or to a local Ray instance with ``workers`` CPUs.
+On a cluster, bayesmix must be installed on every node and the corpus, token
+cache and work directory must be on storage that every node sees.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from bayesmix.progress import progress_enabled
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.mixtures import MixtureError, read_mixtures, validate_mixture
 from bayesmix.proxy.model import get_size
-from bayesmix.proxy.runtable import merge_into
+from bayesmix.proxy.runtable import check_out_table, merge_into
 from bayesmix.proxy.runtime import resolve_device
 from bayesmix.proxy.tokenize import build_token_cache, default_cache_dir
 from bayesmix.proxy.train import RunDirectory, TrainConfig, make_config, prepare_run, train_run
@@ -204,6 +207,8 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
     cfg = make_config(config, **settings)
     corpus = load_corpus(corpus)
     jobs = plan_jobs(mixtures, sizes, corpus, cfg)
+    if out is not None:
+        check_out_table(out, corpus.names)
     device_type = resolve_device(cfg.device).type
     if workdir is None and out is not None:
         workdir = default_workdir(out)

@@ -10,7 +10,8 @@ per (checkpoint, eval domain). With a ``workdir`` it is durable: at each
 checkpoint the rows and then the model/optimiser state are written atomically
 to ``<workdir>/<run>/``; a killed run resumes from its last checkpoint and
 reproduces the rows an uninterrupted run would have given (batches depend only
-on the seed and the step); a finished run is not trained again. Bad mixtures
+on the seed and the step; bit for bit on the same device, precision and thread
+count); a finished run is not trained again. Bad mixtures
 and settings are rejected before any training.
 """
 
@@ -38,7 +39,7 @@ from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
 from bayesmix.proxy.model import ATTENTION, ModelSize, build_model, get_size
-from bayesmix.proxy.runtable import checkpoint_rows, empty_rows, merge_into
+from bayesmix.proxy.runtable import check_out_table, checkpoint_rows, empty_rows, merge_into
 from bayesmix.proxy.runtime import autocast, make_optimizer, resolve_device, resolve_precision, to_device
 from bayesmix.proxy.sampling import MixtureSampler
 from bayesmix.proxy.schedule import checkpoint_steps, default_warmup, lr_at
@@ -411,6 +412,8 @@ def train_run(mixture: Mapping[str, float], size: str | ModelSize, config: Train
     cfg = make_config(config, **settings)
     prepared = prepare_run(mixture, size, cfg, corpus=corpus, name=name, run=run, evals=evals,
                            cache_dir=cache_dir, cache=_cache)
+    if out is not None:
+        check_out_table(out, prepared.corpus.names)
     with _work_root(workdir) as root:
         rundir = RunDirectory(root, prepared)
         rundir.open()
