@@ -15,7 +15,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("fit", "predict")
+COMMANDS = ("fit", "predict", "report")
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
 

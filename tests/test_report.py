@@ -1,0 +1,331 @@
+"""The risk-aware report: risk measures on hand-built draws, baseline resolution, and the
+HTML (parses, holds every section, embeds its images, references nothing outside)."""
+
+from __future__ import annotations
+
+import html.parser
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+
+from bayesmix import report as rp
+
+DOMAINS = ["code", "english", "spanish"]
+
+
+def draws_of(names, values, evals=None) -> xr.DataArray:
+    coords = {"mixture": ("point", list(names))}
+    if evals is not None:
+        coords["eval"] = ("point", list(evals))
+    return xr.DataArray(np.asarray(values, float), dims=("draw", "point"), coords=coords)
+
+
+# ----------------------------------------------------------------------------- risk measures
+
+def test_cvar_is_the_mean_of_the_worst_tail():
+    values = np.arange(1, 11, dtype=float)[:, None]
+    # q_0.8 of 1..10 is 8.2; draws at or above it are 9 and 10
+    np.testing.assert_allclose(rp.cvar(values, 0.8), [9.5])
+    np.testing.assert_allclose(rp.cvar(np.full((5, 2), 3.0), 0.9), [3.0, 3.0])
+    with pytest.raises(ValueError, match="CVaR level"):
+        rp.cvar(values, 1.0)
+
+
+def test_risk_table_on_hand_built_draws():
+    # four joint draws of three mixtures; the baseline is "base"
+    values = np.array([[1.0, 2.0, 1.5],
+                       [2.0, 1.0, 1.5],
+                       [1.0, 3.0, 1.6],
+                       [1.0, 4.0, 1.4]])
+    table = rp.risk_table(draws_of(["a", "base", "c"], values), "base", prob=0.5, quantile=0.75, cvar_level=0.75)
+    row = table.set_index("mixture")
+    np.testing.assert_allclose(row["mean"], [1.25, 2.5, 1.5])
+    assert row.loc["a", "p_beat"] == 0.75  # a < base in draws 0, 2, 3
+    assert row.loc["c", "p_beat"] == 0.75  # c < base in draws 0, 2, 3
+    assert np.isnan(row.loc["base", "p_beat"])
+    np.testing.assert_allclose(row["q90"], np.quantile(values, 0.75, axis=0))
+    np.testing.assert_allclose(row.loc["a", "cvar"], 2.0)  # only the draw at 2.0 is >= q_0.75 = 1.25
+    np.testing.assert_allclose(row["lower"], np.quantile(values, 0.25, axis=0))
+    np.testing.assert_allclose(row["delta"], [-1.25, 0.0, -1.0])
+    assert row["rank_mean"].tolist() == [1, 3, 2]
+    assert row["rank_cvar"].tolist() == [2, 3, 1]  # c's tail (1.6) beats a's (2.0)
+    assert row.loc["base", "rank_p_beat"] == 3  # the baseline never "beats" itself
+    assert rp.rank(table, "cvar")["mixture"].tolist() == ["c", "a", "base"]
+    assert rp.rank(table, "mean")["mixture"].tolist() == ["a", "c", "base"]
+
+
+def test_risk_table_errors():
+    d = draws_of(["a", "b"], np.ones((3, 2)))
+    with pytest.raises(KeyError, match="baseline 'z'"):
+        rp.risk_table(d, "z")
+    with pytest.raises(ValueError, match="repeated"):
+        rp.risk_table(draws_of(["a", "a"], np.ones((3, 2))), "a")
+    with pytest.raises(KeyError, match="coordinate"):
+        rp.risk_table(d, "a", label="run")
+    with pytest.raises(ValueError, match="rank_by"):
+        rp.rank(rp.risk_table(d, "a"), "median")
+
+
+def test_select_eval():
+    d = draws_of(["a", "a", "a"], np.ones((2, 3)), evals=["web", "code", "overall"])
+    assert rp.select_eval(d)["eval"].values.tolist() == ["overall"]
+    assert rp.select_eval(d, "code")["eval"].values.tolist() == ["code"]
+    single = draws_of(["a", "b"], np.ones((2, 2)), evals=["web", "web"])
+    assert rp.select_eval(single).sizes["point"] == 2
+    with pytest.raises(ValueError, match="no 'overall'"):
+        rp.select_eval(draws_of(["a", "a"], np.ones((2, 2)), evals=["web", "code"]))
+    with pytest.raises(KeyError, match="'books'"):
+        rp.select_eval(d, "books")
+
+
+# ----------------------------------------------------------------------------- mixtures and baseline
+
+def run_frame():
+    rows = [("uniform@100k", 1 / 3, 1 / 3, 1 / 3), ("uniform@200k", 1 / 3, 1 / 3, 1 / 3),
+            ("code-led@100k", 0.8, 0.1, 0.1), ("r7", 0.1, 0.8, 0.1), ("r8", 0.1, 0.8, 0.1)]
+    return pd.DataFrame(rows, columns=["run", *(f"mix.{d}" for d in DOMAINS)])
+
+
+def test_name_mixtures_uses_the_run_stem():
+    named = rp.name_mixtures(run_frame())
+    assert named["name"].tolist() == ["uniform", "code-led", "r7"]
+    assert named["mixture"].tolist() == ["m0", "m1", "m2"]
+    dup = pd.DataFrame({"run": ["x@1", "x@2"], "mix.a": [1.0, 0.0], "mix.b": [0.0, 1.0]})
+    assert rp.name_mixtures(dup)["name"].tolist() == ["x (m0)", "x (m1)"]
+    with pytest.raises(KeyError, match="mix"):
+        rp.name_mixtures(pd.DataFrame({"run": ["a"]}))
+
+
+def test_resolve_baseline_forms():
+    named = rp.name_mixtures(run_frame())
+    assert rp.resolve_baseline("uniform", named, DOMAINS)["name"] == "uniform"
+    assert rp.resolve_baseline("code-led@100k", named, DOMAINS)["name"] == "code-led"
+    assert rp.resolve_baseline("m2", named, DOMAINS)["name"] == "r7"
+    given = rp.resolve_baseline("code=0.8,english=0.1,spanish=0.1", named, DOMAINS)
+    assert given["name"] == "code-led"
+    new = rp.resolve_baseline({"code": 0.5, "english": 0.5}, named, DOMAINS)
+    assert new["name"] == "baseline" and new["mix.spanish"] == 0.0
+    empty = named.iloc[:0]
+    uniform = rp.resolve_baseline("uniform", empty, DOMAINS)
+    np.testing.assert_allclose(uniform[[f"mix.{d}" for d in DOMAINS]].to_numpy(float), 1 / 3)
+
+
+def test_resolve_baseline_errors():
+    named = rp.name_mixtures(run_frame())
+    with pytest.raises(KeyError, match="unknown baseline 'web-led'.*uniform, code-led, r7"):
+        rp.resolve_baseline("web-led", named, DOMAINS)
+    with pytest.raises(KeyError, match="unknown domain 'books'"):
+        rp.resolve_baseline("books=1.0", named, DOMAINS)
+    with pytest.raises(ValueError, match="DOMAIN=PROPORTION"):
+        rp.parse_mixture("code=0.5,english", DOMAINS)
+    with pytest.raises(ValueError, match="sum to"):
+        rp.resolve_baseline("code=0.5", named, DOMAINS)
+
+
+def test_candidate_mixtures():
+    named = rp.name_mixtures(run_frame())
+    base = rp.resolve_baseline({"code": 0.5, "english": 0.5}, named, DOMAINS)
+    extra = pd.DataFrame({"mix.code": [0.2], "mix.english": [0.2], "mix.spanish": [0.6]})
+    cands = rp.candidate_mixtures(named, DOMAINS, base, n_random=20, extra=extra, seed=1)
+    assert cands["source"].value_counts().to_dict() == {"random": 20, "tried": 3, "baseline": 1, "given": 1}
+    assert cands["mixture"].is_unique
+    cols = [f"mix.{d}" for d in DOMAINS]
+    np.testing.assert_allclose(cands[cols].sum(axis=1), 1.0)
+    again = rp.candidate_mixtures(named, DOMAINS, base, n_random=20, extra=extra, seed=1)
+    pd.testing.assert_frame_equal(cands, again)
+    tried_base = rp.resolve_baseline("uniform", named, DOMAINS)
+    assert "baseline" not in set(rp.candidate_mixtures(named, DOMAINS, tried_base, n_random=0)["source"])
+
+
+# ----------------------------------------------------------------------------- HTML
+
+class Collector(html.parser.HTMLParser):
+    """Ids, image sources and every URL-bearing attribute of a document."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.images, self.urls, self.tags = set(), [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("src", "href", "data", "action", "poster"):
+            if key in attrs:
+                self.urls.append(attrs[key])
+
+
+def parse(text: str) -> Collector:
+    c = Collector()
+    c.feed(text)
+    c.close()
+    return c
+
+
+def toy_report(*, failed: bool, with_optional: bool = True) -> rp.Report:
+    rng = np.random.default_rng(0)
+    names = ["best <b>", "second", "uniform", "other"]
+    values = rng.normal([3.00, 3.02, 3.10, 3.05], 0.02, (400, 4))
+    draws = draws_of(names, values)
+    mix = pd.DataFrame(rng.dirichlet(np.ones(3), 4), columns=[f"mix.{d}" for d in DOMAINS])
+    for c in mix:
+        draws = draws.assign_coords({c: ("point", mix[c].to_numpy())})
+    ranking = rp.rank(rp.risk_table(draws, "uniform"), "mean")
+    per_eval = pd.DataFrame([(m, e, 3.0 + k * 0.01, 2.95, 3.1) for k, m in enumerate(names[:3])
+                             for e in ["code", "web", "overall"]], columns=["mixture", "eval", "mean", "lower", "upper"])
+    diagnostics = pd.DataFrame([
+        {"part": "step law", "rhat_max": 1.002, "divergences": 0, "ok": True, "problems": ""},
+        {"part": "mixing law", "rhat_max": 1.08 if failed else 1.004, "divergences": 3 if failed else 0,
+         "ok": not failed, "problems": "R-hat 1.080 > 1.01; 3 divergent transitions" if failed else ""},
+    ])
+    optional = {}
+    if with_optional:
+        optional = dict(
+            multiplier=pd.DataFrame({"mixture": ["best <b>"], "mean": [1.48], "lower": [1.2], "upper": [1.9]}),
+            budget=pd.DataFrame({"eval": ["overall"] * 3, "stage": ["step", "size", "mix"], "share": [0.5, 0.3, 0.2]}),
+            budget_advice="Most uncertainty comes from the step law: train the proxy runs longer.",
+            suggestions=pd.DataFrame({"mix.code": [0.6], "mix.english": [0.3], "mix.spanish": [0.1],
+                                      "log_ei": [-2.3], "mean": [3.01]}),
+        )
+    report = rp.Report(title="toy <report>", baseline="uniform", ranking=ranking, diagnostics=diagnostics,
+                       per_eval=per_eval, settings={"seed": 0, "target": "1B"},
+                       data_summary=pd.DataFrame({"what": ["runs"], "value": [12]}), **optional)
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    report.add_figure("ranking", fig, "a line")
+    report.add_figure("model", fig, "the same line")
+    return report
+
+
+def test_report_html_has_every_section_and_embeds_its_images():
+    text = rp.render_html(toy_report(failed=True))
+    doc = parse(text)
+    assert set(rp.SECTIONS) <= doc.ids
+    assert "diagnostics-warning" in doc.ids and "diagnostics-ok" not in doc.ids
+    assert "R-hat 1.080 &gt; 1.01; 3 divergent transitions" in text
+    assert len(doc.images) == 2 and all(src.startswith("data:image/png;base64,") for src in doc.images)
+    assert all(u.startswith(("data:", "#")) for u in doc.urls), [u for u in doc.urls if not u.startswith("data:")]
+    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    assert "best &lt;b&gt;" in text and "toy &lt;report&gt;" in text  # names are escaped
+    assert "1.48x" in text and "Most uncertainty comes from the step law" in text
+    assert "log_ei" in text
+
+
+def test_report_html_without_failures_or_optional_parts():
+    report = toy_report(failed=False, with_optional=False)
+    report.missing["multiplier"] = "Not available: no step law."
+    text = rp.render_html(report)
+    doc = parse(text)
+    assert set(rp.SECTIONS) <= doc.ids
+    assert "diagnostics-ok" in doc.ids and "diagnostics-warning" not in doc.ids
+    assert "Not available: no step law." in text
+    assert "No suggestions" not in text or "suggestions" in doc.ids
+
+
+def test_report_validates_its_inputs():
+    report = toy_report(failed=False)
+    with pytest.raises(KeyError, match="baseline 'nope'"):
+        rp.Report(title="x", baseline="nope", ranking=report.ranking, diagnostics=report.diagnostics)
+    with pytest.raises(KeyError, match="cvar"):
+        rp.Report(title="x", baseline="uniform", ranking=report.ranking.drop(columns="cvar"),
+                  diagnostics=report.diagnostics)
+    with pytest.raises(ValueError, match="rank_by"):
+        rp.Report(title="x", baseline="uniform", ranking=report.ranking, diagnostics=report.diagnostics,
+                  rank_by="median")
+    with pytest.raises(ValueError, match="unknown section"):
+        report.add_figure("appendix", Figure(), "x")
+
+
+def test_write_report_is_atomic(tmp_path):
+    path = rp.write_report(toy_report(failed=False), tmp_path / "sub" / "r.html")
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_pdf_without_a_browser_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("BAYESMIX_BROWSER", raising=False)
+    monkeypatch.setattr(rp.shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="Chromium"):
+        rp.html_to_pdf(tmp_path / "r.html", tmp_path / "r.pdf")
+
+
+@pytest.mark.skipif(rp.find_browser() is None, reason="no headless Chromium/Chrome on PATH")
+def test_report_renders_in_a_headless_browser(tmp_path):
+    path = rp.write_report(toy_report(failed=True), tmp_path / "r.html")
+    out = subprocess.run([rp.find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = parse(out.stdout)
+    assert set(rp.SECTIONS) <= doc.ids and "diagnostics-warning" in doc.ids
+    pdf = rp.html_to_pdf(path, tmp_path / "r.pdf")
+    assert pdf.read_bytes()[:4] == b"%PDF"
+
+
+# ----------------------------------------------------------------------------- from a real fit
+
+@pytest.fixture(scope="module")
+def small_fit(tmp_path_factory):
+    """A small three-domain mixing-law fit (two chains, few draws), saved to disk."""
+    from bayesmix.fit import fit
+    from bayesmix.simulate import dirichlet_mixtures, simulate_mixing
+
+    mix = dirichlet_mixtures(10, DOMAINS, seed=0)
+    mix.iloc[0] = 1 / 3
+    t = np.array([[-1.0, 0.5, 0.5], [0.8, -0.2, -0.6]])
+    runs = simulate_mixing(mix, c=np.array([2.0, 2.3]), b=np.array([0.0, -0.2]), t=t, evals=["web", "code"],
+                           noise=0.01, seed=0)
+    runs.loc[runs["run"] == "r000", "run"] = "uniform"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(runs, "mix", seed=0, sampler=dict(num_chains=2, num_warmup=200, num_samples=150,
+                                                       progress_bar=False))
+    path = result.save(tmp_path_factory.mktemp("fit") / "fit.nc")
+    return result, path
+
+
+def test_report_from_fit_end_to_end(small_fit, tmp_path):
+    result, _ = small_fit
+    report = rp.report_from_fit(result, baseline="uniform", n_random=100, top=5, seed=0)
+    assert report.baseline == "uniform"
+    assert len(report.ranking) == 10 + 100
+    assert report.ranking["rank_mean"].iloc[0] == 1
+    assert report.ranking["mean"].is_monotonic_increasing
+    assert set(report.per_eval["eval"]) == {"web", "code", "overall"}
+    assert report.multiplier is None and "step law" in report.missing["multiplier"]
+    assert {"ranking", "capabilities", "diagnostics", "model"} <= set(report.figures)
+    text = rp.render_html(report)
+    doc = parse(text)
+    assert set(rp.SECTIONS) <= doc.ids
+    assert len(doc.images) >= 5 and all(s.startswith("data:image/png;base64,") for s in doc.images)
+    with pytest.raises(KeyError, match="unknown baseline"):
+        rp.report_from_fit(result, baseline="nonesuch", n_random=0)
+
+
+def test_report_cli(small_fit, tmp_path, capsys):
+    from bayesmix.cli import main
+
+    _, path = small_fit
+    cands = tmp_path / "cands.csv"
+    pd.DataFrame({"mixture": ["mine"], "code": [0.1], "english": [0.1], "spanish": [0.8]}).to_csv(cands, index=False)
+    out = tmp_path / "report.html"
+    code = main(["report", str(path), "--baseline", "uniform", "--out", str(out), "--random", "50",
+                 "--candidates", str(cands), "--rank-by", "cvar", "--top", "100"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "recommended:" in printed and str(out.resolve()) in printed
+    text = out.read_text(encoding="utf-8")
+    assert set(rp.SECTIONS) <= parse(text).ids and ">mine<" in text
+    assert main(["report", str(path), "--baseline", "nonesuch", "--out", str(out)]) == 2
+    assert "unknown baseline 'nonesuch'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.nc"), "--out", str(out)]) == 2
+    assert main(["report", str(path), "--out", str(out), "--top", "0"]) == 2
