@@ -28,7 +28,7 @@ from bayesmix.data import RunTableError
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.pointfit import multistart_fit
-from bayesmix.laws.powerlaw import likelihood
+from bayesmix.laws.powerlaw import likelihood, observation_scale
 from bayesmix.laws.size import rows_at_step
 
 OVERALL = "overall"
@@ -41,7 +41,7 @@ def m4_mean(r_centered, level, floor, t):
 
 def m4_model(data: dict, priors: dict, y=None):
     """numpyro model of M4; data: ``r_centered`` (n_runs, M), ``run`` (n,), ``eval`` (n,),
-    ``y_ref`` (E,), ``loss_scale``."""
+    ``y_ref`` (E,), ``loss_scale``; optional ``meas_sd`` (n,) known measurement sd."""
     n_evals = data["y_ref"].shape[0]
     n_domains = data["r_centered"].shape[1]
     mu = numpyro.sample("interaction_mu", dist.ZeroSumNormal(priors["interaction_scale"], event_shape=(n_domains,)))
@@ -61,7 +61,7 @@ def m4_model(data: dict, priors: dict, y=None):
     run, e = data["run"], data["eval"]
     mean = floor[e] + (level[e] - floor[e]) * jnp.exp(jnp.sum(data["r_centered"][run] * t[e], axis=-1))
     with numpyro.plate("obs_dim", mean.shape[0]):
-        numpyro.sample("obs", likelihood(mean, sigma[e], priors["student_df"], y), obs=y)
+        numpyro.sample("obs", likelihood(mean, observation_scale(sigma[e], data), priors["student_df"], y), obs=y)
 
 
 def _point_mean(theta, r_centered):
@@ -141,12 +141,14 @@ class MixingLaw:
             obs_index=rows[["run", "eval", "size", "step", *cols]],
         )
 
-    def point_fit(self, data: LawData, *, seed: int, n_starts: int = 16) -> dict[str, np.ndarray]:
-        """Independent Huber fit per eval domain; natural parameters (level, floor, t)."""
+    def point_fit(self, data: LawData, *, seed: int, n_starts: int = 16, **fit_options) -> dict[str, np.ndarray]:
+        """Independent Huber fit per eval domain; natural parameters (level, floor, t).
+
+        ``fit_options`` (``max_iter``, ``tol``, ``delta``) go to ``multistart_fit``."""
         a = data.arrays
         x, y, mask = pad_groups(a["eval"], len(data.coords["eval"]), a["r_centered"][a["run"]], data.y)
         theta, _ = multistart_fit(_point_mean, _point_init, jnp.asarray(x), jnp.asarray(y),
-                                  jnp.asarray(mask), seed=seed, n_starts=n_starts)
+                                  jnp.asarray(mask), seed=seed, n_starts=n_starts, **fit_options)
         theta = np.asarray(theta)
         floor = np.exp(theta[:, 0])
         t = theta[:, 2:] - theta[:, 2:].mean(axis=1, keepdims=True)

@@ -42,11 +42,19 @@ def likelihood(mu, sigma, df, y):
     return dist.StudentT(df, mu, sigma)
 
 
+def observation_scale(sigma, data: dict):
+    """Noise sd per observation: ``sigma``, or ``sqrt(sigma^2 + meas_sd^2)`` when ``data``
+    carries a known measurement sd ``meas_sd`` (n,) (upstream uncertainty in the
+    nested pipeline's ``moments`` mode)."""
+    meas = data.get("meas_sd")
+    return sigma if meas is None else jnp.sqrt(sigma**2 + meas**2)
+
+
 def power_law_model(data: dict, priors: dict, y=None):
     """Hierarchical numpyro model of many power-law curves; see module docstring.
 
     data: ``x_scaled`` (n,), ``curve`` (n,) int, ``eval`` (n,) int,
-    ``y_ref`` (C,), ``n_evals`` int, ``loss_scale`` float.
+    ``y_ref`` (C,), ``n_evals`` int, ``loss_scale`` float; optional ``meas_sd`` (n,).
     """
     n_curves = data["y_ref"].shape[0]
     mu_f = numpyro.sample("floor_logit_mu", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
@@ -65,7 +73,7 @@ def power_law_model(data: dict, priors: dict, y=None):
     c = data["curve"]
     mu = power_law_mean(data["x_scaled"], level[c], floor[c], exponent[c])
     with numpyro.plate("obs_dim", mu.shape[0]):
-        numpyro.sample("obs", likelihood(mu, sigma[data["eval"]], priors["student_df"], y), obs=y)
+        numpyro.sample("obs", likelihood(mu, observation_scale(sigma[data["eval"]], data), priors["student_df"], y), obs=y)
 
 
 def _point_mean(theta, x_scaled):
@@ -123,12 +131,14 @@ class PowerLaw:
             obs_index=rows[["curve", *self.curve_keys, self.x_column]].reset_index(drop=True),
         )
 
-    def point_fit(self, data: LawData, *, seed: int, n_starts: int = 16) -> dict[str, np.ndarray]:
-        """Independent Huber fit of every curve; returns natural parameters per curve."""
+    def point_fit(self, data: LawData, *, seed: int, n_starts: int = 16, **fit_options) -> dict[str, np.ndarray]:
+        """Independent Huber fit of every curve; returns natural parameters per curve.
+
+        ``fit_options`` (``max_iter``, ``tol``, ``delta``) go to ``multistart_fit``."""
         a = data.arrays
         x, y, mask = pad_groups(a["curve"], len(data.coords["curve"]), a["x_scaled"], data.y)
         theta, _ = multistart_fit(_point_mean, _point_init, jnp.asarray(x), jnp.asarray(y),
-                                  jnp.asarray(mask), seed=seed, n_starts=n_starts)
+                                  jnp.asarray(mask), seed=seed, n_starts=n_starts, **fit_options)
         theta = np.asarray(theta)
         floor = np.exp(theta[:, 0])
         return {"floor": floor, "level": floor + np.exp(theta[:, 1]), "exponent": np.exp(theta[:, 2])}
