@@ -44,6 +44,7 @@ class LaneConfig:
     target_accept_prob: float = 0.85
     max_tree_depth: int = 8
     jitter: float = 0.1
+    dense_mass: bool = False
 
     def __post_init__(self):
         if self.num_chains < 1 or self.num_samples < 1 or self.num_warmup < 0:
@@ -65,14 +66,23 @@ class LaneSamples:
     """Draws of D independent fits.
 
     ``samples[name]`` has shape (D, chains, draws, ...) (constrained values and
-    deterministic sites); ``diverging`` (D, chains, draws); ``rhat`` (D,) worst
-    split R-hat per lane (NaN with one chain); ``ok`` (D,) lanes that pass.
+    deterministic sites); ``diverging`` and ``num_steps`` (leapfrog steps per
+    iteration) (D, chains, draws); ``rhat`` (D,) worst split R-hat per lane of
+    the checked quantities (NaN with one chain); ``ok`` (D,) lanes that pass.
     """
 
     samples: dict[str, np.ndarray]
     diverging: np.ndarray
-    rhat: np.ndarray
-    ok: np.ndarray
+    num_steps: np.ndarray
+    rhat: np.ndarray | None = None
+    ok: np.ndarray | None = None
+
+    def checked(self, quantities: Mapping[str, np.ndarray]) -> LaneSamples:
+        """A copy whose R-hat is computed on ``quantities`` (name -> (D, chains, draws, ...)),
+        e.g. the predictions a stage hands downstream rather than its raw parameters."""
+        rhat = lane_rhat(quantities)
+        ok = (self.diverging.sum(axis=(1, 2)) == 0) & (np.isnan(rhat) | (rhat <= RHAT_MAX))
+        return dataclasses.replace(self, rhat=rhat, ok=ok)
 
     @property
     def n_lanes(self) -> int:
@@ -97,6 +107,7 @@ class LaneSamples:
             "rhat_max": float(np.nanmax(self.rhat)) if np.isfinite(self.rhat).any() else float("nan"),
             "divergences": int(self.diverging.sum()),
             "lanes_with_divergences": int((self.diverging.sum(axis=(1, 2)) > 0).sum()),
+            "mean_leapfrog_steps": float(self.num_steps.mean()),
         }
 
 
@@ -169,12 +180,9 @@ class LaneSampler:
         n_lanes, n_chains = sizes.pop(), self.config.num_chains
         keys = jax.random.split(jax.random.PRNGKey(seed), n_lanes * n_chains)
         keys = keys.reshape((n_lanes, n_chains) + keys.shape[1:])
-        samples, diverging = self._run(batch, keys, self.z0)
+        samples, diverging, num_steps = self._run(batch, keys, self.z0)
         samples = {k: np.asarray(v) for k, v in samples.items()}
-        diverging = np.asarray(diverging)
-        rhat = lane_rhat(samples)
-        ok = (diverging.sum(axis=(1, 2)) == 0) & (np.isnan(rhat) | (rhat <= RHAT_MAX))
-        return LaneSamples(samples, diverging, rhat, ok)
+        return LaneSamples(samples, np.asarray(diverging), np.asarray(num_steps)).checked(samples)
 
 
 def sample_lanes(
@@ -203,38 +211,40 @@ def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, 
         k_jitter, k_run = jax.random.split(key)
         z = _jitter(z0, k_jitter, config.jitter)
         state = init_kernel(z, config.num_warmup, target_accept_prob=config.target_accept_prob,
-                            max_tree_depth=config.max_tree_depth, model_args=(data,), rng_key=k_run)
+                            max_tree_depth=config.max_tree_depth, dense_mass=config.dense_mass,
+                            model_args=(data,), rng_key=k_run)
 
         n_warmup = config.num_warmup
         flat0, unravel = jax.flatten_util.ravel_pytree(state.z)
         buffer = jnp.zeros((config.num_samples, flat0.size), flat0.dtype)
         flags = jnp.zeros(config.num_samples, bool)
+        steps = jnp.zeros(config.num_samples, jnp.result_type(int))
 
         def step(carry, i):
-            state, buffer, flags = carry
+            state, buffer, flags, steps = carry
             state = sample_kernel(state, model_args=(data,))
             slot = jnp.clip(i - n_warmup, 0, config.num_samples - 1)
             keep_it = i >= n_warmup
             flat = jax.flatten_util.ravel_pytree(state.z)[0]
             buffer = buffer.at[slot].set(jnp.where(keep_it, flat, buffer[slot]))
             flags = flags.at[slot].set(jnp.where(keep_it, state.diverging, flags[slot]))
-            return (state, buffer, flags), None
+            steps = steps.at[slot].set(jnp.where(keep_it, state.num_steps, steps[slot]))
+            return (state, buffer, flags, steps), None
 
-        (_, buffer, diverging), _ = jax.lax.scan(step, (state, buffer, flags),
-                                                 jnp.arange(n_warmup + config.num_samples))
+        (_, buffer, diverging, num_steps), _ = jax.lax.scan(step, (state, buffer, flags, steps),
+                                                            jnp.arange(n_warmup + config.num_samples))
         zs = jax.vmap(unravel)(buffer)
         values = jax.vmap(postprocess_fn_gen(data))(zs)
         if keep is not None:
             values = {k: values[k] for k in keep}
-        return values, diverging
+        return values, diverging, num_steps
 
     lanes = jax.vmap(one_chain, in_axes=(0, 0, None))
 
     def run(batch, keys, z0):
         n_lanes, n_chains = keys.shape[:2]
         data = {k: jnp.repeat(v, n_chains, axis=0) for k, v in batch.items()}
-        values, diverging = lanes(data, keys.reshape((n_lanes * n_chains,) + keys.shape[2:]), z0)
-        split = lambda a: a.reshape((n_lanes, n_chains) + a.shape[1:])
-        return jax.tree_util.tree_map(split, values), split(diverging)
+        out = lanes(data, keys.reshape((n_lanes * n_chains,) + keys.shape[2:]), z0)
+        return jax.tree_util.tree_map(lambda a: a.reshape((n_lanes, n_chains) + a.shape[1:]), out)
 
     return jax.jit(run)
