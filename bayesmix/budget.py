@@ -1,0 +1,127 @@
+"""Error budget of the nested pipeline: which stage the final uncertainty comes from.
+
+With V(.) the predictive variance of the target-scale loss at the observed
+mixtures (averaged over mixtures, for the overall loss or one eval domain):
+
+    V_full   all stages propagated (the ``draws`` result)
+    V_nostep step-stage output collapsed to its posterior mean, size and mixing refitted
+    V_mix    step and size outputs collapsed to their means, mixing law refitted
+
+    share_step = (V_full - V_nostep) / V_full
+    share_size = (V_nostep - V_mix)  / V_full
+    share_mix  =  V_mix              / V_full
+
+Differences below zero (Monte Carlo noise) are set to zero and the shares
+renormalised, so they are non-negative and sum to one. A skipped stage has
+share zero. The recommendation names the stage with the largest share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pandas as pd
+
+from bayesmix import stages as st
+
+RECOMMENDATIONS = {
+    "step": "most of the uncertainty comes from extrapolating in training steps: train the proxy runs longer "
+            "(later checkpoints) or add checkpoints",
+    "size": "most of the uncertainty comes from extrapolating in model size: add a model size closer to the target",
+    "mix": "most of the uncertainty comes from the mixing law: run more mixtures at the proxy scale "
+           "(see the design step for which)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorBudget:
+    """``table``: stage, fitted, variance attributed (share x V_full), share;
+    ``recommendation``: one line; ``eval``: the loss it refers to; ``variances``:
+    V_full, V_nostep and V_mix by name."""
+
+    table: pd.DataFrame
+    recommendation: str
+    eval: str
+    variances: dict
+
+    def to_dict(self) -> dict:
+        return {"eval": self.eval, "recommendation": self.recommendation, "variances": self.variances,
+                "stages": self.table.to_dict(orient="records")}
+
+
+def shares(v_full: float, v_nostep: float, v_mix: float) -> np.ndarray:
+    """(step, size, mix) shares from the three variances; non-negative, summing to one."""
+    raw = np.array([v_full - v_nostep, v_nostep - v_mix, v_mix], dtype=float)
+    raw = np.where(np.isfinite(raw), np.maximum(raw, 0.0), 0.0)
+    total = raw.sum()
+    if total <= 0:
+        raise ValueError(f"the predictive variances ({v_full}, {v_nostep}, {v_mix}) leave no budget to share")
+    return raw / total
+
+
+def mean_variance(stage: st.Stage, params: dict[str, np.ndarray], mixtures: pd.DataFrame, eval: str) -> float:
+    """Predictive variance of ``eval`` averaged over ``mixtures``."""
+    query = stage.law.query(stage.data, mixtures=mixtures)
+    with jax.enable_x64(True):
+        pred = st.predict_stage(stage, params, query)
+    pick = query.labels["eval"].to_numpy() == eval
+    return float(pred[:, pick].var(axis=0, ddof=1).mean())
+
+
+def collapsed(output):
+    """A stage output with its datasets replaced by their mean (one deterministic dataset)."""
+    return dataclasses.replace(output, values=output.values.mean(axis=0)[None], sd=None)
+
+
+def error_budget(result, *, seed: int = 0, evals=None) -> ErrorBudget:
+    """Refit with upstream stages switched off and share the variance; see module docstring.
+
+    ``result`` must come from ``mode="draws"``. ``evals``: the eval domain to
+    budget (default: the overall loss, or the only eval domain).
+    """
+    from bayesmix.laws.mixing import OVERALL
+    from bayesmix.pipeline import run_mix, run_size
+
+    if result.mode != "draws":
+        raise ValueError(f"the error budget needs a pipeline fitted with mode='draws', not {result.mode!r}")
+    names = result.evals
+    eval = evals or (OVERALL if len(names) > 1 else names[0])
+    if eval != OVERALL and eval not in names:
+        raise ValueError(f"unknown eval {eval!r}; the pipeline has {names + [OVERALL]}")
+    pipeline, plan = result.pipeline, result.plan
+    priors = pipeline.stage_priors()
+    rng = np.random.default_rng(seed)
+    mixtures = result.observed_mixtures()
+    v_full = mean_variance(result.stages["mix"], result.params, mixtures, eval)
+    unit = "mixture" if plan.size else "run"
+
+    size_out = result.outputs.get("size")
+    if "step" in result.stages:
+        step_mean = collapsed(result.outputs["step"])
+        if plan.size:
+            _, size_out, _ = run_size(pipeline, plan, step_mean, priors["size"], seed=seed + 11, rng=rng)
+            up = size_out
+        else:
+            up = step_mean
+        stage, params, *_ = run_mix(pipeline, plan, up, unit, priors["mix"], seed=seed + 12, rng=rng)
+        v_nostep = mean_variance(stage, params, mixtures, eval)
+    else:
+        v_nostep = v_full
+    if plan.size:
+        stage, params, *_ = run_mix(pipeline, plan, collapsed(size_out), unit, priors["mix"], seed=seed + 13,
+                                    rng=rng)
+        v_mix = mean_variance(stage, params, mixtures, eval)
+    else:
+        v_mix = v_nostep
+    share = shares(v_full, v_nostep, v_mix)
+    table = pd.DataFrame({
+        "stage": ["step", "size", "mix"],
+        "fitted": [name in result.stages for name in ("step", "size", "mix")],
+        "variance": share * v_full,
+        "share": share,
+    })
+    top = table["stage"][int(np.argmax(share))]
+    variances = {"all_stages": v_full, "step_off": v_nostep, "step_and_size_off": v_mix}
+    return ErrorBudget(table, RECOMMENDATIONS[top], eval, variances)

@@ -1,0 +1,148 @@
+"""``bayesmix pipeline``: the nested step -> size -> mixing prediction with uncertainty."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """Predict the target-scale loss of every mixture from small proxy runs:
+step law per (run, eval) -> loss at the target step; size law per (mixture,
+eval) -> loss at the target size; mixing law over mixtures -> any mixture.
+Uncertainty is carried from stage to stage (--mode draws: each stage refitted
+on D draws of the previous one, in one vectorised NUTS run; moments: upstream
+mean and sd as measurement error; point: the paper's point chain with a
+residual bootstrap). Prints the stages' diagnostics and the predictions, and
+optionally the error budget, the predicted optimum over the simplex, and the
+compute multiplier over a baseline mixture.
+
+examples:
+  bayesmix pipeline runs.csv --target-size 1000000000 --target-step 100000
+  bayesmix pipeline runs.csv --target-size 1e9 --target-step 1e5 --min-step 1000 --budget --optimum
+  bayesmix pipeline runs.csv --target-size 1e9 --target-step 1e5 --baseline m0 --mixtures cands.csv --out pred.csv
+  bayesmix pipeline regmix.csv --mode point --n-draws 200        (one size and step: the mixing law alone)
+"""
+
+
+def _count(text: str) -> int:
+    value = float(text)
+    if not value.is_integer() or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(value)
+
+
+def _bounds(text: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"expected DOMAIN=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        out[name.strip()] = float(value)
+    return out
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("pipeline", help="nested step -> size -> mixing prediction with uncertainty",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", help="run table: .csv, .parquet or .jsonl (run, size, step, eval, loss, mix.<domain>...)")
+    p.add_argument("--target-size", type=_count, help="model size to predict (non-embedding parameters; "
+                   "default: the table's only size)")
+    p.add_argument("--target-step", type=_count, help="training step to predict (default: each run's last)")
+    p.add_argument("--min-step", type=_count, default=1, help="step law: ignore checkpoints below this (warm-up)")
+    p.add_argument("--mode", default="draws", choices=["draws", "moments", "point"],
+                   help="how uncertainty is propagated (default draws)")
+    p.add_argument("--n-draws", type=_count, default=128,
+                   help="upstream draws propagated (draws) or bootstrap resamples (point); default 128")
+    p.add_argument("--evals", help="comma-separated eval domains (default all)")
+    p.add_argument("--weights", type=_bounds, help="eval weights of the overall loss, e.g. web=0.5,code=0.5")
+    p.add_argument("--mixtures", help="file of mixtures to predict (one column per domain; default: the observed)")
+    p.add_argument("--prob", type=float, default=0.9, help="credible-interval mass (default 0.9)")
+    p.add_argument("--budget", action="store_true", help="also compute the error budget (draws mode; refits)")
+    p.add_argument("--optimum", action="store_true", help="also find the predicted optimum over the simplex")
+    p.add_argument("--lower", type=_bounds, help="optimum: lower bounds, e.g. code=0.1")
+    p.add_argument("--upper", type=_bounds, help="optimum: upper bounds (token budgets), e.g. books=0.2")
+    p.add_argument("--fixed", type=_bounds, help="optimum: fixed proportions, e.g. math=0.05")
+    p.add_argument("--baseline", help="observed mixture label: P(beats baseline) and the compute multiplier")
+    p.add_argument("--out", help="write the prediction table here (.csv, .parquet or .jsonl)")
+    p.add_argument("--json", help="write a JSON summary (stages, diagnostics, budget, optimum) here")
+    group = p.add_argument_group("sampler")
+    group.add_argument("--chains", type=_count, default=2, help="chains per downstream lane (default 2)")
+    group.add_argument("--warmup", type=_count, default=300, help="warm-up per downstream lane (default 300)")
+    group.add_argument("--draws", type=_count, default=100, help="kept draws per chain and lane (default 100)")
+    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--strict", action="store_true", help="fail (exit 2) when a stage's convergence checks fail")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from bayesmix.batched import LaneConfig
+    from bayesmix.commands.predict import read_table, write_table
+    from bayesmix.data import read_runs
+    from bayesmix.decide import effective_compute_multiplier, predicted_optimum, prob_beats
+    from bayesmix.pipeline import Pipeline
+
+    if not 0 < args.prob < 1:
+        raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    runs = read_runs(args.runs)
+    pipeline = Pipeline(
+        target_size=args.target_size, target_step=args.target_step, min_step=args.min_step, mode=args.mode,
+        n_draws=args.n_draws, evals=tuple(args.evals.split(",")) if args.evals else None, weights=args.weights,
+        lane_config=LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
+        strict=args.strict, progress=False if args.no_progress else None,
+    )
+    result = pipeline.fit(runs, seed=args.seed)
+    summary = {"target_size": result.plan.target_size, "target_step": result.plan.target_step,
+               "mode": result.mode, "stages": result.stage_table().to_dict(orient="records")}
+    print(f"target: {result.plan.target_size:,} parameters at step {result.plan.target_step:,}; mode {result.mode}")
+    print(result.stage_table().to_string(index=False))
+
+    mixtures = read_table(args.mixtures) if args.mixtures else None
+    table = result.predict(mixtures, prob=args.prob, seed=args.seed)
+    if args.baseline:
+        draws = result.predict(mixtures, draws=True, seed=args.seed)
+        if args.baseline not in set(draws["mixture"].to_numpy().astype(str)):
+            rows = pd.concat([result.observed_mixtures().query("mixture == @args.baseline"),
+                              mixtures if mixtures is not None else result.observed_mixtures()])
+            draws = result.predict(rows, draws=True, seed=args.seed)
+            table = result.predict(rows, prob=args.prob, seed=args.seed)
+        beats = prob_beats(draws, args.baseline, prob=args.prob)
+        table = table.merge(beats[["mixture", "prob_beats"]], on="mixture", how="left")
+    shown = table[[c for c in table.columns if not c.startswith("mix.")]]
+    print(f"\npredicted loss at the target scale ({args.prob:.0%} intervals):")
+    print(shown.round(4).to_string(index=False))
+    if args.out:
+        write_table(table, args.out)
+        print(f"\nwrote predictions to {args.out}")
+
+    if args.budget:
+        budget = result.error_budget(seed=args.seed)
+        print(f"\nerror budget ({budget.eval} loss):")
+        print(budget.table.round(4).to_string(index=False))
+        print(budget.recommendation)
+        summary["budget"] = budget.to_dict()
+    if args.optimum:
+        best, opt_table = predicted_optimum(result, lower=args.lower, upper=args.upper, fixed=args.fixed,
+                                            baseline=args.baseline, prob=args.prob, seed=args.seed)
+        print("\npredicted optimum:", ", ".join(f"{d}={v:.3f}" for d, v in best.mixture.items()),
+              "" if best.moved else "  (refinement did not move from its start: check the fit)")
+        print(opt_table[[c for c in opt_table.columns if not c.startswith("mix.")]].round(4).to_string(index=False))
+        summary["optimum"] = best.to_dict()
+    if args.baseline and result.step_shape is not None:
+        rows = []
+        for mixture in result.observed_mixtures()["mixture"].astype(str):
+            if mixture != args.baseline:
+                rows.append({"mixture": mixture, **effective_compute_multiplier(result, mixture, args.baseline,
+                                                                                prob=args.prob)})
+        multipliers = pd.DataFrame(rows)
+        print(f"\ncompute multiplier over {args.baseline} (steps the baseline needs to match, x target step):")
+        cols = ["mixture", "median", "lower", "upper", "prob_above_1"]
+        print(multipliers[cols].round(3).to_string(index=False))
+        summary["multiplier"] = multipliers.to_dict(orient="records")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(summary, fh, indent=2, default=float)
+        print(f"wrote summary to {args.json}")
+    return 0

@@ -1,0 +1,432 @@
+"""The nested pipeline: step law -> size law -> mixing law, uncertainty carried through.
+
+    result = Pipeline(target_size=1_000_000_000, target_step=100_000).fit(runs, seed=0)
+    result.predict()                         # overall and per-eval loss of every observed mixture
+    result.predict(mixtures=candidates)      # any mixture, with credible intervals
+    result.error_budget(seed=0)              # which stage the uncertainty comes from
+
+Stages (Ye et al. 2024, Algorithm 1): the step law per (run, eval) predicts every
+proxy run's loss at the target step S*; the size law per (mixture, eval),
+hierarchical over mixtures, predicts every mixture at the target size N*; the
+mixing law M4 over mixtures at (N*, S*) predicts any mixture.
+
+Propagation modes (same API):
+
+* ``draws`` (default): a cut posterior. D draws of stage k's predictions become
+  D datasets; stage k+1 is refitted on all of them in one vmapped NUTS run
+  (:mod:`bayesmix.batched`), and dataset d of stage k+2 is one draw of fit d's
+  predictive. The final predictive pools the D fits' draws:
+  ``p(L | data) = (1/D) sum_d p(L | y_d),  y_d ~ p(stage-k output | data)``.
+* ``moments``: upstream predictive mean m_i and sd s_i enter the downstream
+  likelihood as known measurement error: ``y_i = m_i``,
+  ``sigma_i^2 = sigma_e^2 + s_i^2``; one fit per stage.
+* ``point``: the paper's chain of multi-start Huber point fits; intervals from a
+  residual bootstrap of the whole chain with ``n_draws`` resamples (the
+  non-Bayesian baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bayesmix.batched import LaneConfig, LaneSamples
+from bayesmix.data import validate_runs
+from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning
+from bayesmix.fit import labelled_draws, student_t_noise, summarise_draws
+from bayesmix.laws import resolve_priors
+from bayesmix.laws.mixtures import mix_columns
+from bayesmix.progress import progress_enabled
+from bayesmix import curves
+from bayesmix import stages as st
+
+MODES = ("draws", "moments", "point")
+STAGES = ("step", "size", "mix")
+KINDS = ("mean", "observation")
+DENSE_STAGES = ("size",)
+LANE_FAIL_MAX = 0.1  # warn when more than this share of a stage's lanes fail their checks
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOutput:
+    """A stage's predictions: ``labels`` (one row per point), ``values`` (K, P) the
+    datasets handed downstream (K = 1 or D), ``sd`` (P,) the predictive sd
+    (moments mode), ``summary`` (labels + mean, sd, lower, upper of the pooled
+    predictive)."""
+
+    labels: pd.DataFrame
+    values: np.ndarray
+    sd: np.ndarray | None
+    summary: pd.DataFrame
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Settings of the nested pipeline; :meth:`fit` runs it on a run table.
+
+    ``target_size``/``target_step``: the scale to predict (``None``: the table's
+    only size / each run's last checkpoint). ``min_step``: checkpoints below it
+    are ignored by the step law. ``n_draws``: upstream draws D propagated (draws
+    mode) or bootstrap resamples (point mode). ``priors``: overrides per law,
+    ``{"step": {...}, "size": {...}, "mix": {...}}``. ``fit_config``: NUTS for
+    single fits (a stage whose input is deterministic, and every stage in
+    moments mode);
+    ``lane_config``: NUTS for each of the D lanes (few chains and draws: D fits
+    pooled give plenty); ``curve_config``: NUTS for each step-law curve.
+    ``weights``: eval weights of the overall loss.
+    """
+
+    target_size: int | None = None
+    target_step: int | None = None
+    min_step: int = 1
+    mode: str = "draws"
+    n_draws: int = 128
+    evals: tuple[str, ...] | None = None
+    weights: Mapping[str, float] | None = None
+    priors: Mapping[str, Mapping[str, float]] | None = None
+    fit_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=500, num_samples=500)
+    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
+    curve_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True)
+    n_starts: int = 16
+    boot_starts: int = 4
+    strict: bool = False
+    progress: bool | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if int(self.n_draws) < 2:
+            raise ValueError(f"n_draws must be at least 2, got {self.n_draws}")
+        for name, value in (("target_size", self.target_size), ("target_step", self.target_step)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value}")
+        unknown = sorted(set(self.priors or {}) - set(STAGES))
+        if unknown:
+            raise KeyError(f"priors are given per law {list(STAGES)}; unknown key(s) {unknown}")
+
+    def stage_priors(self) -> dict[str, dict[str, float]]:
+        """Resolved priors of every law (unknown names raise KeyError)."""
+        return {name: resolve_priors(name, (self.priors or {}).get(name)) for name in STAGES}
+
+    def fit(self, runs: pd.DataFrame, *, seed: int) -> PipelineResult:
+        """Run every needed stage on ``runs`` (tidy run table) and return the result."""
+        if seed is None:
+            raise ValueError("a seed is required")
+        runs = validate_runs(runs)
+        if self.evals is not None:
+            missing = sorted(set(self.evals) - set(runs["eval"].astype(str)))
+            if missing:
+                raise ValueError(f"eval domain(s) {missing} are not in the table")
+            runs = runs[runs["eval"].astype(str).isin(self.evals)]
+        plan = st.plan_stages(runs, target_size=self.target_size, target_step=self.target_step)
+        if self.mode == "point":
+            from bayesmix.pointchain import run_point_chain
+
+            return run_point_chain(self, runs, plan, seed=seed)
+        return _run_bayes(self, runs, plan, seed=seed)
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    """A fitted nested pipeline.
+
+    ``stages``: the fitted :class:`bayesmix.stages.Stage` by name; ``outputs``:
+    their :class:`StageOutput`; ``params``: draws of the mixing law's parameters
+    (n_draws_total, ...) pooled over lanes; ``lane_of_draw`` (n_draws_total,):
+    the upstream dataset each final draw descends from; ``step_shape``: the step
+    law's reducible loss at S* and exponent per (run, eval) for each upstream
+    dataset (used by the compute multiplier); ``diagnostics`` and ``seconds`` per
+    stage; ``point``: the mixing law's point fit.
+    """
+
+    pipeline: Pipeline
+    plan: st.Plan
+    stages: dict[str, st.Stage]
+    outputs: dict[str, StageOutput]
+    params: dict[str, np.ndarray]
+    lane_of_draw: np.ndarray
+    step_shape: dict | None
+    diagnostics: dict[str, dict]
+    seconds: dict[str, float]
+    point: dict[str, np.ndarray]
+    seed: int
+
+    @property
+    def mode(self) -> str:
+        return self.pipeline.mode
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.stages["mix"].data.meta["domains"])
+
+    @property
+    def evals(self) -> list[str]:
+        return list(self.stages["mix"].data.coords["eval"])
+
+    @property
+    def n_draws_total(self) -> int:
+        return int(self.lane_of_draw.size)
+
+    def observed_mixtures(self) -> pd.DataFrame:
+        """The mixtures the mixing law was fitted on: ``mixture`` label + ``mix.*`` columns."""
+        labels = self.outputs["size"].labels if "size" in self.stages else self.outputs["step"].labels
+        cols = ["mixture", *mix_columns(labels)]
+        return labels[cols].drop_duplicates("mixture").reset_index(drop=True)
+
+    def predict(self, mixtures=None, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
+                seed: int = 0):
+        """Loss at the target scale for ``mixtures`` (default: the observed ones).
+
+        Returns a DataFrame (mixture, eval, mix.*, mean, sd, lower, upper) with the
+        central ``prob`` interval, or with ``draws=True`` an ``xr.DataArray``
+        (draw, point). ``eval`` includes ``overall`` (weighted) when there are
+        several eval domains. ``kind="observation"`` adds the mixing law's noise.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must lie in (0, 1), got {prob}")
+        stage = self.stages["mix"]
+        query = stage.law.query(stage.data, mixtures=self.observed_mixtures() if mixtures is None else mixtures)
+        with jax.enable_x64(True):
+            values = st.predict_stage(stage, self.params, query)
+            if kind == "observation":
+                scale = stage.law.noise_scale(self.params, query, stage.data.meta)
+                values = values + scale * student_t_noise(stage.priors["student_df"], values.shape, seed)
+        array = labelled_draws(values, query.labels)
+        return array if draws else summarise_draws(array, prob)
+
+    def predict_point(self, mixtures=None) -> pd.DataFrame:
+        """The mixing law's point-fit prediction chained from the stages' means: labels + ``point``."""
+        stage = self.stages["mix"]
+        query = stage.law.query(stage.data, mixtures=self.observed_mixtures() if mixtures is None else mixtures)
+        labels = query.labels.copy()
+        with jax.enable_x64(True):
+            labels["point"] = st.predict_stage(stage, {k: np.asarray(v)[None] for k, v in self.point.items()},
+                                               query)[0]
+        return labels
+
+    def loss_fn(self, eval: str | None = None, *, max_draws: int = 2000, seed: int = 0):
+        """A JAX function ``f(r (n, M)) -> (draws, n)``: draws of the target-scale loss
+        of ``eval`` (default the overall loss) at mixtures r, over at most
+        ``max_draws`` posterior draws (for the optimiser in :mod:`bayesmix.decide`)."""
+        import jax.numpy as jnp
+
+        from bayesmix.laws.mixing import OVERALL, m4_mean
+
+        evals = self.evals
+        eval = OVERALL if eval is None and len(evals) > 1 else (eval or evals[0])
+        if eval != OVERALL and eval not in evals:
+            raise ValueError(f"unknown eval {eval!r}; the pipeline has {evals + [OVERALL]}")
+        rng = np.random.default_rng(seed)
+        n = self.n_draws_total
+        idx = np.sort(rng.choice(n, size=min(n, max_draws), replace=False))
+        with jax.enable_x64(True):
+            level, floor, t = (jnp.asarray(self.params[k][idx]) for k in ("level", "floor", "t"))
+            r0 = jnp.asarray(self.stages["mix"].data.meta["r0"])
+            w = jnp.asarray(self.stages["mix"].data.meta["weights"])
+        pick = None if eval == OVERALL else evals.index(eval)
+
+        def f(r):
+            per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
+            return per_eval @ w if pick is None else per_eval[..., pick]
+
+        return f
+
+    def stage_table(self) -> pd.DataFrame:
+        """One row per stage: whether it ran, datasets (lanes), lane failure share, R-hat, seconds."""
+        rows = []
+        for name in STAGES:
+            diag = self.diagnostics.get(name, {})
+            rows.append({"stage": name, "fitted": name in self.stages, "lanes": diag.get("lanes", 0),
+                         "fail_fraction": diag.get("fail_fraction", np.nan),
+                         "rhat_max": diag.get("rhat_max", np.nan), "divergences": diag.get("divergences", 0),
+                         "seconds": round(self.seconds.get(name, 0.0), 2)})
+        return pd.DataFrame(rows)
+
+    def error_budget(self, *, seed: int = 0, evals=None):
+        """Share of the final predictive variance due to each stage; see :mod:`bayesmix.budget`."""
+        from bayesmix.budget import error_budget
+
+        return error_budget(self, seed=seed, evals=evals)
+
+
+def _summary(labels: pd.DataFrame, pred: np.ndarray, prob: float = 0.9) -> pd.DataFrame:
+    return summarise_draws(labelled_draws(pred, labels), prob)
+
+
+def _check_lanes(name: str, lanes: LaneSamples, strict: bool, per: str = "dataset") -> dict:
+    """Lane diagnostics as a dict; warn (or raise when strict) when too many lanes fail."""
+    summary = lanes.summary() | {"lane": per}
+    single = lanes.n_lanes == 1
+    failed = (not lanes.ok[0]) if single else summary["fail_fraction"] > LANE_FAIL_MAX
+    if failed:
+        what = (f"R-hat {summary['rhat_max']:.3f}, {summary['divergences']} divergences" if single else
+                f"{summary['fail_fraction']:.0%} of {summary['lanes']} lanes (one per {per}) fail "
+                "(R-hat or divergences)")
+        message = f"pipeline stage {name!r}: convergence checks failed: {what}"
+        if strict:
+            raise DiagnosticsError(message)
+        warnings.warn(message + " (treat the intervals with caution)", DiagnosticsWarning, stacklevel=4)
+    return summary
+
+
+def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: np.ndarray | None, *,
+                   seed: int) -> LaneSamples:
+    """Fit a stage on K upstream datasets (K lanes, or one single fit when K = 1).
+
+    The mass matrix is dense for the size stage (its per-eval exponents couple
+    every curve) and diagonal for the mixing law (whose floor-interaction ridge
+    is curved, where a dense matrix adapts badly in a short warm-up).
+    """
+    config = pipeline.fit_config if values.shape[0] == 1 else pipeline.lane_config
+    config = dataclasses.replace(config, dense_mass=stage.name in DENSE_STAGES)
+    with jax.enable_x64(True):
+        return st.sample_stage(stage, values, config=config, seed=seed, n_starts=pipeline.n_starts, meas_sd=sd)
+
+
+def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray, *, n_lanes: int,
+                      rng: np.random.Generator) -> tuple[StageOutput, np.ndarray]:
+    """A stage's output from its pooled predictive draws ``pred`` (lane-major, (n, P)).
+
+    draws/point modes hand ``n_draws`` datasets downstream (see
+    :func:`bayesmix.stages.propagate`); moments mode hands the mean and sd.
+    Returns the output and the rows of ``pred`` chosen.
+    """
+    summary = _summary(labels, pred)
+    if pipeline.mode == "moments":
+        rows = rng.choice(pred.shape[0], size=pipeline.n_draws, replace=pipeline.n_draws > pred.shape[0])
+        return StageOutput(labels, pred.mean(axis=0)[None], pred.std(axis=0, ddof=1), summary), rows
+    rows = st.propagate(pred, n_lanes, pipeline.n_draws, rng)
+    return StageOutput(labels, pred[rows], None, summary), rows
+
+
+def stage_output(pipeline: Pipeline, stage: st.Stage, labels: pd.DataFrame, lanes: LaneSamples,
+                 rng: np.random.Generator) -> tuple[StageOutput, LaneSamples]:
+    """Predict at the stage's query, hand datasets downstream, and re-check the lanes'
+    R-hat on these predictions (the quantity the next stage uses)."""
+    with jax.enable_x64(True):
+        pred = st.predict_stage(stage, lanes.pooled())
+    lanes = lanes.checked({"pred": pred.reshape(lanes.diverging.shape + pred.shape[1:])})
+    out, _ = output_from_draws(pipeline, labels, pred, n_lanes=lanes.n_lanes, rng=rng)
+    return out, lanes
+
+
+def fit_step_curves(pipeline: Pipeline, stage: st.Stage, *, seed: int):
+    """Step law: every (run, eval) curve in its own NUTS lane (:mod:`bayesmix.curves`).
+
+    Returns the lanes, parameters as (draws, curves) and the population prior.
+    """
+    with jax.enable_x64(True):
+        point = st.point_fit(stage, stage.data.y, seed=seed, n_starts=pipeline.n_starts)
+        lanes, population = curves.fit_curves(stage.data, stage.priors, point, config=pipeline.curve_config,
+                                              seed=seed)
+    return lanes, curves.curve_draws(lanes), population
+
+
+def step_shape_from(stage: st.Stage, params: dict[str, np.ndarray], labels: pd.DataFrame) -> dict:
+    """Reducible loss at S* and exponent per (dataset, run-eval curve): the step law
+    ``L(S) = floor + reducible * (S / S*)^-exponent`` of every proxy curve."""
+    c = stage.query.arrays["curve"]
+    x = stage.query.arrays["x_scaled"][None, :]
+    level, floor, exponent = params["level"][:, c], params["floor"][:, c], params["exponent"][:, c]
+    return {"labels": labels, "reducible": (level - floor) * np.power(x, -exponent), "exponent": exponent}
+
+
+def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int) -> PipelineResult:
+    """Draws and moments modes."""
+    rng = np.random.default_rng(seed)
+    priors = pipeline.stage_priors()
+    runs_frame = st.run_mixtures_frame(runs)
+    stages, outputs, diagnostics, seconds = {}, {}, {}, {}
+    step_shape = None
+    bar = tqdm(total=3, desc="pipeline", disable=not progress_enabled(pipeline.progress))
+
+    t0 = time.perf_counter()
+    if plan.step:
+        stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals, priors=priors["step"])
+        labels = st.with_mixtures(stage.query.labels[["run", "eval", "size", "step"]].astype({"run": str}),
+                                  runs_frame)
+        lanes, params, population = fit_step_curves(pipeline, stage, seed=seed)
+        with jax.enable_x64(True):
+            pred = st.predict_stage(stage, params)
+        lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
+        out, rows = output_from_draws(pipeline, labels, pred, n_lanes=1, rng=rng)
+        step_shape = step_shape_from(stage, {k: v[rows] for k, v in params.items()}, labels)
+        stages["step"], diagnostics["step"] = stage, _check_lanes("step", lanes, pipeline.strict, per="curve")
+        diagnostics["step"]["population"] = population
+    else:
+        labels, observed = st.observed_at_target(runs, evals=pipeline.evals)
+        labels = st.with_mixtures(labels, runs_frame)
+        out = StageOutput(labels, observed[None], np.zeros_like(observed) if pipeline.mode == "moments" else None,
+                          _summary(labels, observed[None]))
+    outputs["step"], seconds["step"] = out, time.perf_counter() - t0
+    bar.update()
+
+    t0 = time.perf_counter()
+    if plan.size:
+        stages["size"], outputs["size"], diagnostics["size"] = run_size(pipeline, plan, outputs["step"],
+                                                                        priors["size"], seed=seed + 1, rng=rng)
+    seconds["size"] = time.perf_counter() - t0
+    bar.update()
+
+    t0 = time.perf_counter()
+    up, unit = (outputs["size"], "mixture") if plan.size else (outputs["step"], "run")
+    stage, params, lane_of_draw, diagnostics["mix"], point = run_mix(pipeline, plan, up, unit, priors["mix"],
+                                                                     seed=seed + 2, rng=rng)
+    stages["mix"] = stage
+    seconds["mix"] = time.perf_counter() - t0
+    bar.update()
+    bar.close()
+    return PipelineResult(pipeline, plan, stages, outputs, params, lane_of_draw, step_shape, diagnostics, seconds,
+                          point, seed)
+
+
+def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *, seed: int,
+             rng: np.random.Generator) -> tuple[st.Stage, StageOutput, dict]:
+    """Size stage on the step stage's output: stage, output, diagnostics."""
+    stage = st.size_stage(up.labels, up.values.mean(axis=0), plan, priors=priors)
+    lanes = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
+                           None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng)
+    return stage, out, _check_lanes("size", lanes, pipeline.strict)
+
+
+def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, priors: dict, *, seed: int,
+            rng: np.random.Generator):
+    """Mixing stage on the upstream output: stage, pooled params, lane of each draw,
+    diagnostics (R-hat on the predictions at the observed mixtures), point fit."""
+    stage = st.mix_stage(up.labels, up.values.mean(axis=0), plan, unit=unit, weights=pipeline.weights,
+                         priors=priors)
+    lanes = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
+                           None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    params = lanes.pooled()
+    mixtures = up.labels[["mixture", *mix_columns(up.labels)]].drop_duplicates("mixture")
+    with jax.enable_x64(True):
+        pred = st.predict_stage(stage, params, stage.law.query(stage.data, mixtures=mixtures))
+        point = st.point_fit(stage, up.values.mean(axis=0)[stage.inputs], seed=seed, n_starts=pipeline.n_starts)
+    lanes = lanes.checked({"pred": pred.reshape(lanes.diverging.shape + pred.shape[1:])})
+    per_lane = pred.shape[0] // lanes.n_lanes
+    if lanes.n_lanes > 1:
+        lane_of_draw = np.repeat(np.arange(lanes.n_lanes), per_lane)
+    else:
+        lane_of_draw = rng.integers(pipeline.n_draws, size=pred.shape[0])
+    return stage, params, lane_of_draw, _check_lanes("mix", lanes, pipeline.strict), point
+
+
+def predictive_variance(result: PipelineResult, evals=None) -> pd.Series:
+    """Mean predictive variance at the observed mixtures, per eval (``overall`` included)."""
+    draws = result.predict(draws=True)
+    frame = pd.DataFrame({"eval": draws["eval"].to_numpy(), "var": draws.var("draw", ddof=1).to_numpy()})
+    table = frame.groupby("eval", sort=False)["var"].mean()
+    return table if evals is None else table.loc[list(evals)]
+
+
+__all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput", "predictive_variance"]

@@ -1,0 +1,185 @@
+"""Decisions on hand-built posteriors: exact values where they can be computed by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bayesmix import decide
+
+
+def labelled(values: np.ndarray, mixtures: list[str], evals: list[str]) -> xr.DataArray:
+    """(draw, point) draws laid out like ``PipelineResult.predict(draws=True)``."""
+    mix = np.repeat(mixtures, len(evals))
+    ev = np.tile(evals, len(mixtures))
+    return xr.DataArray(values, dims=("draw", "point"), coords={"mixture": ("point", mix), "eval": ("point", ev)})
+
+
+def test_prob_beats_counts_joint_draws():
+    # draw-wise: a beats base in 3 of 4 worlds, b never does
+    base = np.array([3.0, 3.0, 3.0, 3.0])
+    a = np.array([2.9, 2.8, 3.1, 2.95])
+    b = base + 0.1
+    draws = labelled(np.stack([base, a, b], axis=1), ["base", "a", "b"], ["overall"])
+    table = decide.prob_beats(draws, "base").set_index("mixture")
+    assert table.loc["a", "prob_beats"] == pytest.approx(0.75)
+    assert table.loc["b", "prob_beats"] == 0.0
+    assert table.loc["base", "prob_beats"] == 0.0
+    assert table.loc["a", "gain_mean"] == pytest.approx(np.mean(base - a))
+
+
+def test_prob_beats_errors():
+    draws = labelled(np.ones((3, 2)), ["a", "b"], ["overall"])
+    with pytest.raises(ValueError, match="baseline 'zzz' is not among"):
+        decide.prob_beats(draws, "zzz")
+    with pytest.raises(ValueError, match="unknown eval 'web'"):
+        decide.prob_beats(draws, "a", eval="web")
+
+
+def test_rank_mixtures_orders_by_mean_quantile_and_cvar():
+    rng = np.random.default_rng(0)
+    safe = 3.0 + 0.01 * rng.standard_normal(4000)
+    risky = 2.98 + 0.3 * rng.standard_normal(4000)  # better mean, much worse tail
+    draws = labelled(np.stack([safe, risky], axis=1), ["safe", "risky"], ["overall"])
+    assert decide.rank_mixtures(draws)["mixture"].tolist() == ["risky", "safe"]
+    by_tail = decide.rank_mixtures(draws, by="q90")
+    assert by_tail["mixture"].tolist() == ["safe", "risky"]
+    assert decide.rank_mixtures(draws, by="cvar")["mixture"].tolist() == ["safe", "risky"]
+    with pytest.raises(ValueError, match="cannot rank by 'median'"):
+        decide.rank_mixtures(draws, by="median")
+
+
+def test_cvar_is_the_mean_of_the_upper_tail():
+    values = np.arange(1, 11, dtype=float)[:, None]
+    # the 0.8 quantile of 1..10 is 8.2: the tail is {9, 10}
+    assert decide.cvar(values, 0.8)[0] == pytest.approx(9.5)
+
+
+def test_projection_lands_in_the_bounded_simplex():
+    lo, hi = np.array([0.0, 0.1, 0.0]), np.array([0.5, 1.0, 0.2])
+    with jax.enable_x64(True):
+        for v in ([0.9, 0.9, 0.9], [-1.0, 2.0, 0.5], [0.3, 0.5, 0.2]):
+            r = np.asarray(decide.project(jnp.asarray(v), jnp.asarray(lo), jnp.asarray(hi)))
+            assert r.sum() == pytest.approx(1.0, abs=1e-10)
+            assert np.all(r >= lo - 1e-12) and np.all(r <= hi + 1e-12)
+        # a feasible point is its own projection
+        r = np.asarray(decide.project(jnp.asarray([0.3, 0.5, 0.2]), jnp.asarray(lo), jnp.asarray(hi)))
+        np.testing.assert_allclose(r, [0.3, 0.5, 0.2], atol=1e-10)
+
+
+def test_simplex_bounds_errors():
+    with pytest.raises(ValueError, match="no mixture satisfies the bounds"):
+        decide.simplex_bounds(["a", "b"], lower={"a": 0.7, "b": 0.5})
+    with pytest.raises(ValueError, match="unknown domain"):
+        decide.simplex_bounds(["a", "b"], upper={"c": 0.5})
+    with pytest.raises(ValueError, match="0 <= lower <= upper <= 1"):
+        decide.simplex_bounds(["a", "b"], lower={"a": 0.6}, upper={"a": 0.4})
+    lo, hi = decide.simplex_bounds(["a", "b", "c"], fixed={"c": 0.2})
+    assert lo[2] == hi[2] == 0.2
+
+
+def quadratic_loss(target: np.ndarray, n_draws: int = 50, seed: int = 0):
+    """Draws of ``3 + |r - target|^2 + noise_d``: the mean is minimised at ``target``."""
+    noise = jnp.asarray(np.random.default_rng(seed).normal(0, 0.01, n_draws))
+    t = jnp.asarray(target)
+
+    def f(r):
+        return 3.0 + jnp.sum((r - t) ** 2, axis=-1)[None, :] + noise[:, None]
+
+    return f
+
+
+def test_optimum_finds_an_interior_minimum_and_moves():
+    target = np.array([0.2, 0.5, 0.3])
+    with jax.enable_x64(True):
+        best = decide.optimum(quadratic_loss(target), ["a", "b", "c"], n_candidates=64, seed=1)
+    np.testing.assert_allclose(best.mixture.to_numpy(), target, atol=5e-3)
+    assert best.feasible and best.moved and best.value <= best.start_value
+
+
+def test_optimum_respects_bounds_and_fixed_domains():
+    target = np.array([0.7, 0.2, 0.1])
+    with jax.enable_x64(True):
+        best = decide.optimum(quadratic_loss(target), ["a", "b", "c"], upper={"a": 0.4}, fixed={"c": 0.1},
+                              n_candidates=64, seed=2)
+    # constrained optimum: a at its cap, c fixed, b takes the rest
+    np.testing.assert_allclose(best.mixture.to_numpy(), [0.4, 0.5, 0.1], atol=5e-3)
+    assert best.feasible
+
+
+def test_compute_multiplier_closed_form_single_eval():
+    # baseline: L(k S*) = 2.0 + 0.5 k^-0.4 ; mixture reaches 2.4 at S*
+    k = decide.compute_multiplier(np.array([2.4]), level=np.array([2.5]), reducible=np.array([0.5]),
+                                  exponent=np.array([0.4]))
+    assert k[0] == pytest.approx((0.4 / 0.5) ** (-1 / 0.4))  # = 1.747...
+    # a worse mixture needs fewer steps; one below the floor is never reached
+    k = decide.compute_multiplier(np.array([2.6, 1.9]), np.array([2.5, 2.5]), np.array([0.5, 0.5]),
+                                  np.array([0.4, 0.4]))
+    assert k[0] < 1 and np.isinf(k[1])
+
+
+def test_compute_multiplier_bisection_matches_hand_values():
+    level = np.array([[2.5, 3.0]])
+    reducible = np.array([[0.5, 0.4]])
+    exponent = np.array([[0.4, 0.3]])
+    w = np.array([0.25, 0.75])
+    k_true = 1.48
+    target = decide.power_sum(np.array([k_true]), level - reducible, reducible, exponent, w)
+    k = decide.compute_multiplier(target, level, reducible, exponent, w)
+    assert k[0] == pytest.approx(k_true, rel=1e-8)
+    # with equal evals the bisection agrees with the closed form
+    k2 = decide.compute_multiplier(np.array([2.4]), np.array([[2.5, 2.5]]), np.array([[0.5, 0.5]]),
+                                   np.array([[0.4, 0.4]]), np.array([0.5, 0.5]))
+    assert k2[0] == pytest.approx((0.4 / 0.5) ** (-1 / 0.4), rel=1e-8)
+
+
+def test_summarise_multiplier():
+    s = decide.summarise_multiplier(np.array([0.5, 1.5, 2.0, np.inf]), prob=0.5)
+    assert s["prob_above_1"] == 0.75 and s["share_unreachable"] == 0.25
+    assert s["mean"] == pytest.approx(4.0 / 3)
+
+
+def test_critical_proportion_matches_the_known_law():
+    # original-domain loss along r(s) = (1 - s) r0 + s e_new under M4: c + exp(b + t.r(s))
+    c, b = 2.0, -0.5
+    t = np.array([-1.0, 0.5, 1.5])
+    r0 = np.array([0.6, 0.4, 0.0])
+    e_new = np.array([0.0, 0.0, 1.0])
+    level = 2.8
+    s_true = (np.log(level - c) - b - t @ r0) / (t @ (e_new - r0))
+    shares = np.linspace(0, 1, 201)
+    loss = c + np.exp(b + ((1 - shares)[:, None] * r0 + shares[:, None] * e_new) @ t)
+    draws = np.repeat(loss[None], 10, axis=0)
+    assert decide.critical_proportion(shares, draws, level, prob=0.9) == pytest.approx(s_true, abs=1e-4)
+    # with noise, demanding more certainty gives a smaller share
+    rng = np.random.default_rng(0)
+    noisy = loss[None] + 0.05 * rng.standard_normal((4000, 1))
+    s90 = decide.critical_proportion(shares, noisy, level, prob=0.9)
+    s50 = decide.critical_proportion(shares, noisy, level, prob=0.5)
+    assert s90 < s50 == pytest.approx(s_true, abs=0.01)
+
+
+def test_critical_proportion_edges_and_errors():
+    shares = np.array([0.0, 0.5, 1.0])
+    assert decide.critical_proportion(shares, np.full((5, 3), 1.0), level=2.0) == 1.0
+    assert np.isnan(decide.critical_proportion(shares, np.full((5, 3), 3.0), level=2.0))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        decide.critical_proportion(np.array([0.5, 0.0]), np.ones((2, 2)), 1.0)
+    with pytest.raises(ValueError, match="draws must have shape"):
+        decide.critical_proportion(shares, np.ones((2, 2)), 1.0)
+
+
+def test_optimum_rejects_unknown_statistic():
+    with pytest.raises(ValueError, match="stat must be one of"):
+        decide.optimum(quadratic_loss(np.ones(2) / 2), ["a", "b"], stat="median")
+
+
+def test_rank_with_baseline_adds_probability():
+    draws = labelled(np.array([[3.0, 2.9], [3.0, 3.1]]), ["base", "x"], ["overall"])
+    table = decide.rank_mixtures(draws, baseline="base")
+    assert "prob_beats" in table and table.set_index("mixture").loc["x", "prob_beats"] == 0.5
+    assert isinstance(table, pd.DataFrame)

@@ -1,0 +1,203 @@
+"""Building blocks of the nested pipeline: batched NUTS, stage planning, propagation,
+stacked point fits, the error-budget arithmetic."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+
+from bayesmix import stages as st
+from bayesmix.batched import LaneConfig, LaneSampler, sample_lanes, split_rhat
+from bayesmix.budget import shares
+from bayesmix.curves import population_prior, robust_location_scale
+from bayesmix.data import RunTableError
+from bayesmix.laws import resolve_priors
+from bayesmix.pipeline import Pipeline
+from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+
+
+def normal_model(batch):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.sample("obs", dist.Normal(mu, sigma), obs=batch["y"])
+
+
+def test_batched_nuts_recovers_each_dataset_and_not_its_neighbour():
+    rng = np.random.default_rng(0)
+    D, n = 12, 40
+    truth = rng.normal(0, 3, D)
+    y = truth[:, None] + 2.0 * rng.standard_normal((D, n))
+    with jax.enable_x64(True):
+        lanes = sample_lanes(normal_model, {"y": y}, seed=0,
+                             config=LaneConfig(num_chains=2, num_warmup=200, num_samples=200))
+    assert lanes.samples["mu"].shape == (D, 2, 200)
+    post = lanes.samples["mu"].reshape(D, -1)
+    # exact posterior under a flat-ish prior: N(ybar, s / sqrt(n))
+    np.testing.assert_allclose(post.mean(axis=1), y.mean(axis=1), atol=0.15)
+    np.testing.assert_allclose(post.std(axis=1), y.std(axis=1, ddof=1) / np.sqrt(n), rtol=0.25)
+    # negative control: lane d's posterior excludes lane d+1's mean when they differ a lot
+    lo, hi = np.quantile(post, [0.005, 0.995], axis=1)
+    shifted = np.roll(y.mean(axis=1), 1)
+    far = np.abs(shifted - y.mean(axis=1)) > 2.0
+    assert far.any() and not np.any((lo[far] <= shifted[far]) & (shifted[far] <= hi[far]))
+    assert lanes.fail_fraction <= 0.1 and lanes.pooled(["mu"])["mu"].shape == (D * 400,)
+    assert lanes.summary()["divergences"] == 0
+
+
+def test_lane_sampler_is_reused_across_batches_and_validates_input():
+    with jax.enable_x64(True):
+        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=LaneConfig(1, 50, 20))
+        a = sampler({"y": np.ones((3, 5))}, seed=1)
+        b = sampler({"y": np.ones((3, 5))}, seed=1)
+        np.testing.assert_array_equal(a.samples["mu"], b.samples["mu"])  # same seed, same numbers
+        assert np.isnan(a.rhat).all()  # one chain: no R-hat
+        with pytest.raises(ValueError, match="a seed is required"):
+            sampler({"y": np.ones((3, 5))}, seed=None)
+    with pytest.raises(ValueError, match="num_chains and num_samples"):
+        LaneConfig(num_chains=0)
+    with pytest.raises(ValueError, match="target_accept_prob"):
+        LaneConfig(target_accept_prob=1.5)
+
+
+def test_split_rhat_hand_values():
+    # identical chains: R-hat 1 (up to the (n-1)/n factor); shifted chains: large
+    x = np.tile(np.sin(np.arange(100.0)), (1, 2, 1))[..., None]
+    assert split_rhat(x)[0, 0] == pytest.approx(np.sqrt(49 / 50), rel=1e-6)
+    y = x.copy()
+    y[0, 1] += 5.0
+    assert split_rhat(y)[0, 0] > 2.0
+
+
+def test_robust_population_prior():
+    mid, scale = robust_location_scale(np.array([1.0, 2.0, 3.0, 100.0]), 0.1)
+    assert mid == 2.5 and scale == pytest.approx(1.4826 * 1.0)
+    assert robust_location_scale(np.array([1.0, 1.0, 1.0]), 0.3) == (1.0, 0.3)
+    pop = population_prior({"floor": np.array([1.0, 1.0]), "level": np.array([2.0, 2.0]),
+                            "exponent": np.array([0.5, 0.5])})
+    assert pop["floor_logit_mu"] == pytest.approx(0.0) and pop["exponent_log_mu"] == pytest.approx(np.log(0.5))
+    with pytest.raises(ValueError, match="no finite point estimates"):
+        robust_location_scale(np.array([np.nan]), 0.1)
+
+
+def test_budget_shares_sum_to_one_and_clip_noise():
+    s = shares(4.0, 3.0, 1.0)
+    np.testing.assert_allclose(s, [0.25, 0.5, 0.25])
+    s = shares(1.0, 1.1, 0.5)  # Monte Carlo noise: negative difference set to zero
+    np.testing.assert_allclose(s, [0.0, 0.6 / 1.1, 0.5 / 1.1])
+    assert s.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="leave no budget"):
+        shares(0.0, 0.0, 0.0)
+
+
+def test_propagate_keeps_lane_descent():
+    rng = np.random.default_rng(0)
+    pred = np.arange(12.0)[:, None]  # 3 lanes x 4 draws, lane-major
+    rows = st.propagate(pred, 3, 3, rng)
+    np.testing.assert_array_equal(rows // 4, [0, 1, 2])
+    rows = st.propagate(pred, 1, 5, rng)  # one fit: 5 distinct draws
+    assert len(set(rows.tolist())) == 5
+    with pytest.raises(ValueError, match="cannot propagate 3 lanes into 5"):
+        st.propagate(pred, 3, 5, rng)
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    law = NestedLaw.random(["a", "b", "c"], ["e1", "e2"], seed=3)
+    mixtures = dirichlet_mixtures(7, law.domains, seed=4)
+    runs = simulate_campaign(law, mixtures, sizes=[2e6, 6e6, 2e7], steps=[1000, 2000, 4000, 8000], seed=5)
+    return law, runs
+
+
+def test_plan_stages_decides_what_runs(campaign):
+    _, runs = campaign
+    plan = st.plan_stages(runs, target_size=2e8, target_step=100000)
+    assert plan.step and plan.size and plan.target_size == 200_000_000
+    plan = st.plan_stages(runs, target_size=2e8, target_step=8000)  # every run ends at the target step
+    assert not plan.step
+    one = runs[runs["size"] == 2_000_000]
+    assert not st.plan_stages(one, target_size=None, target_step=None).size
+    with pytest.raises(RunTableError, match="pass target_size"):
+        st.plan_stages(runs, target_size=None, target_step=None)
+    with pytest.raises(RunTableError, match="one model size .* needs runs at 3 or more sizes"):
+        st.plan_stages(one, target_size=1e9, target_step=None)
+
+
+def test_stacked_point_fit_equals_separate_fits(campaign):
+    _, runs = campaign
+    plan = st.plan_stages(runs, target_size=2e8, target_step=100000)
+    stage = st.step_stage(runs, plan, min_step=1, evals=None, priors=resolve_priors("step"))
+    y = stage.data.y
+    ys = np.stack([y, y * 1.01])
+    with jax.enable_x64(True):
+        stacked = st.stacked_point_fit(stage, ys, seed=0, n_starts=4)
+        fitted = st.fitted_at_obs(stage, stacked)
+    assert stacked["exponent"].shape == (2, len(stage.data.coords["curve"]))
+    # each copy fits its own data
+    assert np.abs(fitted[0] - y).max() < 0.05 and np.abs(fitted[1] - 1.01 * y).max() < 0.05
+
+
+def test_residual_bootstrap_stays_within_eval_groups():
+    resid = np.array([1.0, -1.0, 10.0, -10.0])
+    groups = np.array([0, 0, 1, 1])
+    out = st.resample_residuals(resid, groups, 50, np.random.default_rng(0))
+    assert set(np.abs(out[:, :2]).ravel()) == {1.0} and set(np.abs(out[:, 2:]).ravel()) == {10.0}
+
+
+def test_pipeline_argument_errors(campaign):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Pipeline(mode="exact")
+    with pytest.raises(ValueError, match="n_draws must be at least 2"):
+        Pipeline(n_draws=1)
+    with pytest.raises(ValueError, match="target_size must be positive"):
+        Pipeline(target_size=-5)
+    with pytest.raises(KeyError, match="unknown key"):
+        Pipeline(priors={"steps": {}})
+    with pytest.raises(KeyError, match="unknown prior name"):
+        Pipeline(priors={"step": {"nonsense": 1.0}}).stage_priors()
+    _, runs = campaign
+    with pytest.raises(ValueError, match="a seed is required"):
+        Pipeline(target_size=2e8).fit(runs, seed=None)
+    with pytest.raises(ValueError, match=r"eval domain\(s\) \['web'\] are not in the table"):
+        Pipeline(target_size=2e8, evals=("web",)).fit(runs, seed=0)
+
+
+def test_stage_errors_name_the_problem(campaign):
+    _, runs = campaign
+    two_sizes = runs[runs["size"] < 20_000_000]
+    with pytest.raises(RunTableError, match="needs at least 3 distinct sizes"):
+        Pipeline(target_size=2e8, mode="point", n_draws=4).fit(two_sizes, seed=0)
+    few = runs[runs["run"].str.match(r"m[0-3]_")]  # 4 mixtures for 3 domains: M4 needs 5
+    with pytest.raises(RunTableError, match="needs at least 5 distinct mixtures"):
+        Pipeline(target_size=2e8, target_step=8000, mode="point", n_draws=4).fit(few, seed=0)
+    short = runs[runs["step"] >= 4000]  # two checkpoints per run
+    with pytest.raises(RunTableError, match="at least 3 checkpoints"):
+        Pipeline(target_size=2e8, target_step=100000, mode="point", n_draws=4).fit(short, seed=0)
+
+
+def test_size_stage_drops_mixtures_seen_at_one_size(campaign):
+    _, runs = campaign
+    plan = st.plan_stages(runs, target_size=2e8, target_step=8000)
+    labels, observed = st.observed_at_target(runs, evals=None)
+    labels = st.with_mixtures(labels, st.run_mixtures_frame(runs))
+    lonely = labels["mixture"].iloc[0]
+    keep = ~((labels["mixture"] == lonely) & (labels["size"] > 2_000_000))
+    with pytest.warns(UserWarning, match="seen at one model size only"):
+        stage = st.size_stage(labels[keep].reset_index(drop=True), observed[keep.to_numpy()], plan,
+                              priors=resolve_priors("size"))
+    assert lonely not in set(st.size_labels(stage)["mixture"])
+    only_one = labels[labels["size"] == 2_000_000].reset_index(drop=True)
+    with pytest.raises(RunTableError, match="no mixture is"):
+        st.size_stage(only_one, observed[: len(only_one)], plan, priors=resolve_priors("size"))
+
+
+def test_observed_at_target_takes_each_runs_last_checkpoint(campaign):
+    _, runs = campaign
+    labels, loss = st.observed_at_target(runs, evals=["e1"])
+    assert set(labels["step"]) == {8000} and set(labels["eval"]) == {"e1"}
+    assert len(labels) == runs["run"].nunique() and isinstance(labels, pd.DataFrame)
+    expected = runs[(runs["step"] == 8000) & (runs["eval"] == "e1")].set_index("run")["loss"]
+    np.testing.assert_allclose(loss, expected.loc[labels["run"]].to_numpy())
