@@ -478,7 +478,7 @@ def error_budget_bars(budget: pd.DataFrame, *, ax=None, title: str | None = None
         raise ValueError("error_budget_bars needs at least one row")
     if (wide.to_numpy() < -1e-9).any():
         raise ValueError("error budget shares must be non-negative")
-    fig, ax = _new_axes(ax, figsize=(6.4, 0.5 + 0.45 * len(wide)))
+    fig, ax = _new_axes(ax, figsize=(6.4, max(2.2, 1.2 + 0.45 * len(wide))))
     left = np.zeros(len(wide))
     labels = [str(i) for i in wide.index]
     colours = {"step": PALETTE[0], "size": PALETTE[4], "mix": PALETTE[2], "mixing": PALETTE[2]}
@@ -589,7 +589,7 @@ def capability_balance(
     relative = relative and baseline is not None and str(baseline) in mixtures
     if relative:
         shift = table[table[label] == str(baseline)].set_index("eval")["mean"].reindex(evals).fillna(0.0)
-    fig, ax = _new_axes(figsize=(max(6.4, 0.9 * len(evals) * max(1, len(mixtures)) ** 0.5 + 2), 4.0))
+    fig, ax = _new_axes(figsize=(min(10.0, max(6.4, 1.1 * len(evals) + 1.5)), 4.0))
     width = 0.8 / max(len(mixtures), 1)
     x = np.arange(len(evals))
     for k, m in enumerate(mixtures):
@@ -603,8 +603,8 @@ def capability_balance(
                     capsize=2, lw=1, color=colour, label=m)
     if relative:
         ax.axhline(0.0, color=PALETTE[1], lw=0.8, ls="--")
-    ax.set_xticks(x, evals, rotation=30 if len(evals) > 5 else 0, ha="right" if len(evals) > 5 else "center",
-                  fontsize=8)
+    ax.set_xticks(x, evals, rotation=30 if len(evals) > 7 else 0, ha="right" if len(evals) > 7 else "center",
+                  fontsize=9)
     ax.set_ylabel(f"loss minus {baseline}'s" if relative else "predicted loss")
     ax.set_title(title or "capability balance: predicted loss per eval domain", fontsize=10)
     ax.legend(fontsize=8, ncol=min(len(mixtures), 4))

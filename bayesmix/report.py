@@ -20,6 +20,8 @@ every mixture, so comparisons are paired):
 * mean ``E[L]``;  ``P(beat) = P(L < L_baseline) = (1/D) sum_d 1[L_d < L_base,d]``;
 * ``q90``: the 90th percentile of L (a pessimistic value);
 * ``CVaR_0.9 = E[L | L >= q90]``: the mean of the worst 10% of draws.
+
+(computed by :mod:`bayesmix.decide`).
 """
 
 from __future__ import annotations
@@ -51,22 +53,10 @@ DOMAIN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
                   "#bcbd22", "#17becf")
 OVERALL = "overall"
 MAX_DOMAIN_COLUMNS = 6
+CANDIDATE_STREAM = 7211  # random candidates use their own stream: never the draws that designed the runs
 
 
 # ----------------------------------------------------------------------------- risk measures
-
-def cvar(values: np.ndarray, level: float = 0.9) -> np.ndarray:
-    """Conditional value at risk of losses: mean of the draws at or above the ``level`` quantile.
-
-    ``values`` (draws, n) -> (n,). ``CVaR_a = E[L | L >= q_a]``; lower is better.
-    """
-    if not 0 < level < 1:
-        raise ValueError(f"CVaR level must lie in (0, 1), got {level}")
-    values = np.asarray(values, float)
-    q = np.quantile(values, level, axis=0)
-    tail = values >= q[None, :]
-    return (values * tail).sum(axis=0) / tail.sum(axis=0)
-
 
 def select_eval(draws: xr.DataArray, eval: str | None = None) -> xr.DataArray:
     """Points of one eval domain from (draw, point) draws: ``eval``, else ``overall``
@@ -93,7 +83,6 @@ def risk_table(
     label: str = "mixture",
     prob: float = 0.9,
     quantile: float = 0.9,
-    cvar_level: float = 0.9,
 ) -> pd.DataFrame:
     """Risk-aware summary of candidate mixtures' loss draws, one row per mixture.
 
@@ -101,9 +90,12 @@ def risk_table(
     ``label``), joint over mixtures. Columns: the point labels, ``mean``, ``sd``,
     ``lower``/``upper`` (central ``prob`` interval), ``p_beat`` (P(L < L_baseline),
     NaN for the baseline itself), ``q90`` (the ``quantile`` quantile), ``cvar``
-    (CVaR at ``cvar_level``), ``delta`` (mean difference to the baseline) and
+    (CVaR at that level), ``delta`` (mean difference to the baseline) and
     ``rank_<criterion>`` (1 = best) for each criterion in :data:`CRITERIA`.
+    Means, quantiles, CVaR and P(beats) are :func:`bayesmix.decide.rank_mixtures`'.
     """
+    from bayesmix.decide import rank_mixtures
+
     frame = pd.DataFrame({c: draws[c].to_numpy() for c in draws.coords if draws[c].dims == ("point",)})
     if label not in frame:
         raise KeyError(f"draws have no {label!r} coordinate; got {list(frame.columns)}")
@@ -113,21 +105,24 @@ def risk_table(
     if baseline not in set(frame[label]):
         raise KeyError(f"baseline {baseline!r} is not among the ranked mixtures")
     values = draws.transpose("draw", "point").to_numpy().astype(float)
-    base = values[:, int(np.flatnonzero(frame[label] == baseline)[0])]
+    by_mixture = xr.DataArray(values, dims=("draw", "point"), coords={"mixture": ("point", frame[label].to_numpy())})
+    stats = rank_mixtures(by_mixture, baseline=baseline, quantile=quantile).set_index("mixture")
+    stats = stats.loc[frame[label].to_numpy()]
+    q_name = f"q{round(100 * quantile)}"
     alpha = (1 - prob) / 2
-    frame["mean"] = values.mean(axis=0)
-    frame["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else 0.0
+    frame["mean"] = stats["mean"].to_numpy()
+    frame["sd"] = stats["sd"].to_numpy()
     frame["lower"] = np.quantile(values, alpha, axis=0)
     frame["upper"] = np.quantile(values, 1 - alpha, axis=0)
-    frame["p_beat"] = (values < base[:, None]).mean(axis=0)
+    frame["p_beat"] = stats["prob_beats"].to_numpy()
     frame.loc[frame[label] == baseline, "p_beat"] = np.nan
-    frame["q90"] = np.quantile(values, quantile, axis=0)
-    frame["cvar"] = cvar(values, cvar_level)
-    frame["delta"] = frame["mean"] - float(base.mean())
+    frame["q90"] = stats[q_name].to_numpy()
+    frame["cvar"] = stats["cvar"].to_numpy()
+    frame["delta"] = frame["mean"] - float(frame.loc[frame[label] == baseline, "mean"].iloc[0])
     for name, (_, ascending) in CRITERIA.items():
-        column = frame[name].fillna(0.5 if name == "p_beat" else np.inf)
+        column = frame[name].fillna(-np.inf if name == "p_beat" else np.inf)
         frame[f"rank_{name}"] = column.rank(ascending=ascending, method="min").astype(int)
-    frame.attrs.update(prob=prob, quantile=quantile, cvar_level=cvar_level, baseline=baseline)
+    frame.attrs.update(prob=prob, quantile=quantile, baseline=baseline)
     return frame
 
 
@@ -143,7 +138,8 @@ def rank(table: pd.DataFrame, by: str = "mean") -> pd.DataFrame:
 # ----------------------------------------------------------------------------- mixtures and baseline
 
 def name_mixtures(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per distinct mixture of a run table: ``mixture`` (``m<k>``), ``name``, ``mix.*``.
+    """One row per distinct mixture of a run table: ``mixture`` (``m<k>``, or the table's own
+    ``mixture`` column when it has one), ``name``, ``mix.*``.
 
     ``name`` is the run name's part before ``@`` when every run of that mixture
     shares it (``uniform@100k``, ``uniform@200k`` -> ``uniform``), else the first
@@ -152,8 +148,11 @@ def name_mixtures(runs: pd.DataFrame) -> pd.DataFrame:
     cols = mix_columns(runs)
     if not cols:
         raise KeyError("the run table has no mix.<domain> columns")
-    frame = runs[["run", *cols]].drop_duplicates("run").reset_index(drop=True)
-    frame.insert(0, "mixture", mixture_labels(frame).to_numpy())
+    keep = ["run", "mixture", *cols] if "mixture" in runs else ["run", *cols]
+    frame = runs[keep].drop_duplicates("run").reset_index(drop=True)
+    if "mixture" not in frame:
+        frame.insert(0, "mixture", mixture_labels(frame).to_numpy())
+    frame["mixture"] = frame["mixture"].astype(str)
     rows = []
     for label, group in frame.groupby("mixture", sort=False):
         stems = {str(r).split("@", 1)[0] for r in group["run"]}
@@ -219,10 +218,12 @@ def candidate_mixtures(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Mixtures to rank: tried ones, the baseline, ``extra`` (e.g. an optimiser's
-    optimum or a user's list) and ``n_random`` Dirichlet(1) draws over the simplex.
+    optimum or a user's list; its ``source`` column is kept, default "given") and
+    ``n_random`` Dirichlet(1) draws over the simplex. Random draws that repeat a
+    mixture already listed are dropped.
 
     Columns: ``mixture`` (display name, unique), ``source`` (tried / baseline /
-    given / random), ``mix.*``.
+    given / random / ...), ``mix.*``.
     """
     cols = [MIX_PREFIX + d for d in domains]
     parts = [named.assign(mixture=named["name"].astype(str), source="tried")[["mixture", "source", *cols]]]
@@ -230,13 +231,13 @@ def candidate_mixtures(
         parts.append(pd.DataFrame([{"mixture": str(baseline["name"]), "source": "baseline",
                                     **baseline[cols].astype(float).to_dict()}]))
     if extra is not None and len(extra):
-        r, frame = as_mixture_matrix(extra, list(domains))
-        given = frame.assign(source="given")
+        r, frame = as_mixture_matrix(extra.drop(columns=["source"], errors="ignore"), list(domains))
+        given = frame.assign(source=extra["source"].astype(str).to_numpy() if "source" in extra else "given")
         if "mixture" not in extra:
             given["mixture"] = [f"given{i + 1}" for i in range(len(given))]
         parts.append(given[["mixture", "source", *cols]])
     if n_random > 0:
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([seed, CANDIDATE_STREAM])
         r = rng.dirichlet(np.ones(len(domains)), size=n_random)
         width = len(str(n_random))
         random = pd.DataFrame(r, columns=cols)
@@ -244,6 +245,8 @@ def candidate_mixtures(
         random.insert(0, "mixture", [f"cand{i + 1:0{width}d}" for i in range(n_random)])
         parts.append(random)
     out = pd.concat(parts, ignore_index=True)
+    same = out[cols].round(6).duplicated(keep="first") & (out["source"] != "tried")
+    out = out[~same].reset_index(drop=True)
     dup = out["mixture"].duplicated(keep="first")
     out.loc[dup, "mixture"] = out.loc[dup, "mixture"] + "#" + out.index[dup].astype(str)
     return out
@@ -258,6 +261,7 @@ class EmbeddedFigure:
     png: bytes
     caption: str
     width: int = 760
+    wide: bool = False
 
 
 @dataclasses.dataclass
@@ -268,7 +272,7 @@ class Report:
     ``source`` column optional); ``baseline`` its name. Optional tables are
     ``None`` when unavailable, with the reason in ``missing[section]``:
     ``per_eval`` (mixture, eval, mean, lower, upper), ``multiplier`` (mixture,
-    mean, lower, upper), ``budget`` (eval, stage, share) with ``budget_advice``,
+    median, lower, upper[, prob_above_1]), ``budget`` (eval, stage, share) with ``budget_advice``,
     ``suggestions`` (mix.* plus any columns). ``diagnostics``: one row per fitted
     part (``part``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``,
     ``divergences``, ``ok``, ``problems``). ``figures``: section -> embedded
@@ -294,6 +298,7 @@ class Report:
     settings: dict[str, object] = dataclasses.field(default_factory=dict)
     data_summary: pd.DataFrame | None = None
     missing: dict[str, str] = dataclasses.field(default_factory=dict)
+    rerun_hint: str = "Rerun with longer chains (more warm-up and draws)"
     created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
     def __post_init__(self):
@@ -317,20 +322,27 @@ class Report:
         """The recommended mixture (first row of the ranking)."""
         return self.ranking.iloc[0]
 
-    def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110) -> None:
-        """Embed a matplotlib figure (or PNG bytes) in ``section``."""
+    def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110,
+                   wide: bool = False) -> None:
+        """Embed a matplotlib figure (or PNG bytes) in ``section``; ``wide`` figures take the
+        full page width instead of a column."""
         if section not in SECTIONS:
             raise ValueError(f"unknown section {section!r}; sections are {list(SECTIONS)}")
         from bayesmix.plots import figure_png
 
         png = fig if isinstance(fig, bytes) else figure_png(fig, dpi=dpi)
-        self.figures.setdefault(section, []).append(EmbeddedFigure(png, caption, width))
+        self.figures.setdefault(section, []).append(EmbeddedFigure(png, caption, width, wide))
 
 
 # ----------------------------------------------------------------------------- HTML
 
 def _fmt_loss(x) -> str:
     return "" if pd.isna(x) else f"{float(x):.4f}"
+
+
+def _fmt_mult(x) -> str:
+    """A compute multiplier: ``1.48x``; infinite when the baseline never reaches the loss."""
+    return "&infin;" if not np.isfinite(float(x)) else f"{float(x):.2f}x"
 
 
 def _fmt_prob(x) -> str:
@@ -362,10 +374,11 @@ def ranking_frame(report: Report) -> tuple[pd.DataFrame, list[str]]:
     if report.baseline not in set(shown["mixture"].astype(str)):
         shown = pd.concat([shown, table[table["mixture"].astype(str) == report.baseline]])
     pct = round(100 * report.prob)
-    out = pd.DataFrame({f"rank ({CRITERIA[report.rank_by][0]})": shown[f"rank_{report.rank_by}"].to_numpy(),
-                        "mixture": shown["mixture"].astype(str).to_numpy()})
+    names = [html.escape(str(m)) for m in shown["mixture"]]
     if "source" in shown:
-        out["source"] = shown["source"].astype(str).to_numpy()
+        names = [f"{n} <small>{html.escape(str(src))}</small>" if str(src) != str(m) else n
+                 for n, m, src in zip(names, shown["mixture"], shown["source"])]
+    out = pd.DataFrame({"rank": shown[f"rank_{report.rank_by}"].to_numpy(), "mixture": names})
     if len(domains) <= MAX_DOMAIN_COLUMNS:
         for d in domains:
             out[d] = [f"{v:.3f}" for v in shown[MIX_PREFIX + d]]
@@ -374,12 +387,14 @@ def ranking_frame(report: Report) -> tuple[pd.DataFrame, list[str]]:
     out["mean loss"] = [_fmt_loss(v) for v in shown["mean"]]
     out[f"{pct}% interval"] = [f"{float(a):.4f} &ndash; {float(b):.4f}" for a, b in zip(shown["lower"], shown["upper"])]
     out["vs baseline"] = [f"{float(v):+.4f}" for v in shown["delta"]] if "delta" in shown else ""
-    out["P(beats baseline)"] = [_fmt_prob(v) for v in shown["p_beat"]]
+    out["P(beats base)"] = [_fmt_prob(v) for v in shown["p_beat"]]
     out["90th pct"] = [_fmt_loss(v) for v in shown["q90"]]
     out["CVaR 90%"] = [_fmt_loss(v) for v in shown["cvar"]]
-    for name in CRITERIA:
-        if name != report.rank_by and f"rank_{name}" in shown:
-            out[f"rank: {CRITERIA[name][0]}"] = shown[f"rank_{name}"].to_numpy()
+    others = [n for n in CRITERIA if n != report.rank_by and f"rank_{n}" in shown]
+    if others:
+        short = {"mean": "mean", "p_beat": "P", "q90": "q90", "cvar": "CVaR"}
+        out[f"ranks by {' / '.join(short[n] for n in others)}"] = [
+            " / ".join(str(int(row[f"rank_{n}"])) for n in others) for _, row in shown.iterrows()]
     classes = ["best" if i == 0 else "baseline" if m == report.baseline else ""
                for i, m in enumerate(shown["mixture"].astype(str))]
     return out, classes
@@ -387,7 +402,7 @@ def ranking_frame(report: Report) -> tuple[pd.DataFrame, list[str]]:
 
 def _per_eval_frame(per_eval: pd.DataFrame, prob: float) -> pd.DataFrame:
     """Wide capability table: one row per mixture, one 'mean [lower, upper]' cell per eval."""
-    per_eval = per_eval.assign(cell=[f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in
+    per_eval = per_eval.assign(cell=[f"{m:.4f}<br><small>[{lo:.4f}, {hi:.4f}]</small>" for m, lo, hi in
                                      zip(per_eval["mean"], per_eval["lower"], per_eval["upper"])])
     wide = per_eval.pivot_table(index="mixture", columns="eval", values="cell", aggfunc="first", sort=False)
     evals = list(dict.fromkeys(per_eval["eval"].astype(str)))
@@ -409,8 +424,8 @@ def _cards(report: Report) -> list[dict]:
     if report.multiplier is not None and len(report.multiplier):
         row = _multiplier_row(report)
         if row is not None:
-            cards.append({"key": "compute multiplier", "value": f"{row['mean']:.2f}x",
-                          "sub": f"{pct}% interval {row['lower']:.2f}x &ndash; {row['upper']:.2f}x"})
+            cards.append({"key": "compute multiplier", "value": _fmt_mult(row["median"]),
+                          "sub": f"{pct}% interval {_fmt_mult(row['lower'])} &ndash; {_fmt_mult(row['upper'])}"})
     cards.append({"key": "CVaR 90% / 90th pct", "value": f"{best['cvar']:.4f}", "sub": f"90th percentile {best['q90']:.4f}"})
     return cards
 
@@ -447,6 +462,16 @@ def _disagreement(report: Report) -> str:
     return "The criteria disagree: " + "; ".join(lines) + ". A risk-averse choice favours the CVaR ranking."
 
 
+def _diag_line(row: pd.Series) -> str:
+    """One part's diagnostics in a few words."""
+    rhat = f"max R-hat {row['rhat_max']:.3f}" if pd.notna(row.get("rhat_max")) else "R-hat not computed"
+    lanes = row.get("lanes")
+    if pd.notna(lanes) and int(lanes) > 1:
+        return (f"{row['part']}: {row.get('fail_fraction', 0.0):.0%} of {int(lanes)} lanes flagged, {rhat}, "
+                f"{int(row.get('divergences', 0))} divergences")
+    return f"{row['part']}: {rhat}, {int(row.get('divergences', 0))} divergences"
+
+
 def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = pd.DataFrame({"part": diagnostics["part"].astype(str)})
     for col, fmt in (("rhat_max", "{:.3f}"), ("ess_bulk_min", "{:.0f}"), ("ess_tail_min", "{:.0f}"),
@@ -478,7 +503,7 @@ def render_html(report: Report) -> str:
     domains = [c[len(MIX_PREFIX):] for c in mix_columns(report.ranking)]
     best = report.best
     ranking, classes = ranking_frame(report)
-    raw = [c for c in ranking.columns if "interval" in c or c == "P(beats baseline)"]
+    raw = [c for c in ranking.columns if "interval" in c or c in ("P(beats base)", "mixture")]
     diag, _ = _diag_frame(report.diagnostics)
     pct = round(100 * report.prob)
     bar = [{"domain": d, "pct": round(100 * float(best[MIX_PREFIX + d]), 1), "text": f"{float(best[MIX_PREFIX + d]):.2f}",
@@ -491,20 +516,20 @@ def render_html(report: Report) -> str:
         "created": report.created,
         "toc": [(s, SECTION_TITLES[s]) for s in SECTIONS],
         "warnings": report.failed,
-        "diagnostics_line": "; ".join(
-            f"{r['part']}: R-hat {r['rhat_max']:.3f}, {int(r['divergences'])} divergences"
-            for _, r in report.diagnostics.iterrows() if pd.notna(r.get("rhat_max"))) or "no failures",
+        "rerun_hint": report.rerun_hint,
+        "diagnostics_line": "; ".join(_diag_line(r) for _, r in report.diagnostics.iterrows()) or "no failures",
         "headline": safe(_headline(report)),
         "best_bar": [b for b in bar if b["pct"] > 0],
         "cards": [{k: safe(v) for k, v in c.items()} for c in _cards(report)],
         "disagreement": _disagreement(report),
-        "ranking_note": (f"The top {min(report.top, len(report.ranking))} of {len(report.ranking)} candidates by "
-                         f"{CRITERIA[report.rank_by][0]}, and the baseline. Mean and {pct}% interval of the predicted "
+        "ranking_note": (f"The top {min(report.top, len(report.ranking))} of {len(report.ranking)} candidates, ranked "
+                         f"by {CRITERIA[report.rank_by][0]}, and the baseline. Mean and {pct}% interval of the predicted "
                          "loss; P(beats baseline) compares the same posterior draws; the 90th percentile and CVaR "
                          "(mean of the worst 10% of draws) penalise uncertain, extrapolated mixtures."),
         "ranking_table": safe(_table(ranking, row_classes=classes, raw=raw)),
         "prob_pct": pct,
-        "capabilities_table": safe(_table(_per_eval_frame(report.per_eval, report.prob)))
+        "capabilities_table": safe(_table(cap := _per_eval_frame(report.per_eval, report.prob),
+                                          raw=[c for c in cap.columns if c != "mixture"]))
         if report.per_eval is not None and len(report.per_eval) else None,
         "multiplier_table": None,
         "multiplier_line": "",
@@ -516,22 +541,24 @@ def render_html(report: Report) -> str:
         "data_table": safe(_table(report.data_summary)) if report.data_summary is not None else None,
         "settings": [(k, str(v)) for k, v in report.settings.items()],
         "missing": {s: report.missing.get(s, "Not available for this fit.") for s in SECTIONS},
-        "figures": {s: [{"png": base64.b64encode(f.png).decode("ascii"), "caption": f.caption, "width": f.width}
-                        for f in report.figures.get(s, [])] for s in SECTIONS},
+        "figures": {s: [{"png": base64.b64encode(f.png).decode("ascii"), "caption": f.caption, "width": f.width,
+                         "wide": f.wide} for f in report.figures.get(s, [])] for s in SECTIONS},
     }
     if report.multiplier is not None and len(report.multiplier):
         m = report.multiplier
         shown = pd.DataFrame({"mixture": m["mixture"].astype(str),
-                              "multiplier (mean)": [f"{v:.2f}x" for v in m["mean"]],
-                              f"{pct}% interval": [f"{a:.2f}x &ndash; {b:.2f}x" for a, b in zip(m["lower"], m["upper"])]})
-        if "p_above_1" in m:
-            shown["P(> 1x)"] = [_fmt_prob(v) for v in m["p_above_1"]]
-        context["multiplier_table"] = safe(_table(shown, raw=[f"{pct}% interval", "P(> 1x)"]))
+                              "multiplier (median)": [_fmt_mult(v) for v in m["median"]],
+                              f"{pct}% interval": [f"{_fmt_mult(a)} &ndash; {_fmt_mult(b)}"
+                                                   for a, b in zip(m["lower"], m["upper"])]})
+        if "prob_above_1" in m:
+            shown["P(more than 1x)"] = [_fmt_prob(v) for v in m["prob_above_1"]]
+        context["multiplier_table"] = safe(_table(shown, raw=["multiplier (median)", f"{pct}% interval",
+                                                              "P(more than 1x)"]))
         row = _multiplier_row(report)
         if row is not None:
             context["multiplier_line"] = safe(
-                f"Training on <b>{html.escape(str(row['mixture']))}</b> is as good as <b>{row['mean']:.2f}x</b> "
-                f"({pct}% interval {row['lower']:.2f}x&ndash;{row['upper']:.2f}x) the steps on "
+                f"Training on <b>{html.escape(str(row['mixture']))}</b> is as good as <b>{_fmt_mult(row['median'])}</b> "
+                f"({pct}% interval {_fmt_mult(row['lower'])}&ndash;{_fmt_mult(row['upper'])}) the steps on "
                 f"<b>{html.escape(report.baseline)}</b>.")
     if report.budget is not None and len(report.budget):
         budget = report.budget.pivot_table(index="eval", columns="stage", values="share", aggfunc="sum", sort=False)
@@ -631,7 +658,7 @@ def _budget_long(budget) -> pd.DataFrame | None:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"budget must be a DataFrame, got {type(budget).__name__}")
     if {"stage", "share"} <= set(frame.columns):
-        frame = frame if "eval" in frame else frame.assign(eval=OVERALL)
+        frame = frame if "eval" in frame else frame.assign(eval=str(getattr(budget, "eval", OVERALL)))
         return frame[["eval", "stage", "share"]].reset_index(drop=True)
     wide = frame.set_index("eval") if "eval" in frame.columns else frame
     wide = wide.select_dtypes("number")
@@ -710,7 +737,8 @@ def _finish(report: Report, *, overall: xr.DataArray, acquisition, observed, sur
     report.add_figure("model", fig, "Predicted target-scale loss (posterior mean) over the mixtures; dots: "
                       "mixtures already run; star: the recommended mixture." +
                       (" With more than three domains, each panel varies two domains and shares the rest as in "
-                       "the recommended mixture." if len(domains) > 3 else ""), width=900 if len(domains) > 3 else 620)
+                       "the recommended mixture." if len(domains) > 3 else ""),
+                      width=1080 if len(domains) > 3 else 620, wide=len(domains) > 3)
     for fig, caption in extra_model_figures:
         report.add_figure("model", fig, caption, width=620)
     return report
@@ -751,6 +779,8 @@ def report_from_pipeline(
     budget=None,
     budget_advice: str | None = None,
     multiplier: pd.DataFrame | None = None,
+    optimum: bool = True,
+    n_multiplier: int = 3,
     rank_by: str = "mean",
     prob: float = 0.9,
     top: int = 8,
@@ -760,12 +790,17 @@ def report_from_pipeline(
 ) -> Report:
     """A report from a fitted nested pipeline (:class:`bayesmix.pipeline.PipelineResult`).
 
-    Ranks the tried mixtures, the baseline, ``candidates`` and ``n_random``
-    Dirichlet draws by their predicted target-scale overall loss. ``budget``
-    (from the pipeline's error budget), ``multiplier`` (mixture, mean, lower,
-    upper) and ``suggestions`` (the next runs; ``acquisition`` holds the
-    acquisition value of every candidate for the landscape figure) are shown
-    when given. ``runs``: the run table, for the data summary and fan charts.
+    Ranks the tried mixtures, the baseline, ``candidates``, the predicted
+    optimum over the simplex (``optimum``, :func:`bayesmix.decide.predicted_optimum`)
+    and ``n_random`` Dirichlet draws by their predicted target-scale overall
+    loss. The compute multiplier over the baseline
+    (:func:`bayesmix.decide.effective_compute_multiplier`) is computed for the
+    ``n_multiplier`` best mixtures unless ``multiplier`` (mixture, median, lower,
+    upper[, prob_above_1]) is given. ``budget`` (the pipeline's
+    :class:`~bayesmix.budget.ErrorBudget` or a table) and ``suggestions`` (the
+    next runs; ``acquisition`` holds the acquisition value of every candidate for
+    the landscape figure) are shown when given. ``runs``: the run table, for the
+    data summary.
     """
     from bayesmix.pipeline import LANE_FAIL_MAX
 
@@ -812,17 +847,53 @@ def report_from_pipeline(
     if not plan.step:
         missing["multiplier"] = ("Not available: the compute multiplier goes through the step law, and every run "
                                  "already ends at the target step.")
+    if budget_advice is None and getattr(budget, "recommendation", None):
+        text = str(budget.recommendation)
+        budget_advice = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    if optimum:
+        from bayesmix.decide import predicted_optimum
+
+        best, _ = predicted_optimum(result, seed=seed)
+        row = pd.DataFrame([{"mixture": "optimum", "source": "optimum",
+                             **{MIX_PREFIX + d: float(best.mixture[d]) for d in domains}}])
+        candidates = row if candidates is None else pd.concat([candidates, row], ignore_index=True)
+        info["optimum"] = (f"projected-gradient refinement of the posterior mean over the simplex "
+                           f"({'moved from its start' if best.moved else 'at its start'}, "
+                           f"{'feasible' if best.feasible else 'INFEASIBLE'})")
     report, overall = _assemble(
         title=title, baseline_row=baseline_row, named=named, domains=domains, predict_draws=predict_draws,
         rank_by=rank_by, prob=prob, top=top, seed=seed, n_random=n_random, candidates=candidates,
         suggestions=suggestions, suggestions_note=suggestions_note, budget=budget, budget_advice=budget_advice,
         multiplier=multiplier, missing=missing, diagnostics=diagnostics, settings=info,
         summary=data_summary(runs) if runs is not None else None, target=target)
+    if multiplier is None and n_multiplier > 0 and plan.step:
+        base_label = named.loc[named["name"].astype(str) == report.baseline, "mixture"]
+        if len(base_label):
+            report.multiplier = multiplier_table(result, report.ranking, str(base_label.iloc[0]),
+                                                 baseline_name=report.baseline, n=n_multiplier, prob=prob)
+        else:
+            report.missing["multiplier"] = (f"Not available: the baseline {report.baseline!r} was not run, so it "
+                                            "has no step law to measure the multiplier with.")
     params = {k: result.params[k] for k in ("level", "floor", "t", "sigma") if k in result.params}
     mix = result.stages["mix"]
     surface = _loss_surface_fn(params, mix.law, mix.data, seed=seed)
     return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
-                   domains=domains, extra_model_figures=_pipeline_figures(result, report, named, runs))
+                   domains=domains, extra_model_figures=_pipeline_figures(result, report, named))
+
+
+def multiplier_table(result, ranking: pd.DataFrame, baseline_label: str, *, baseline_name: str, n: int = 3,
+                     prob: float = 0.9) -> pd.DataFrame:
+    """Effective compute multiplier over the baseline (an observed mixture's label) of the
+    ``n`` best mixtures of ``ranking``: mixture, median, lower, upper, prob_above_1."""
+    from bayesmix.decide import effective_compute_multiplier
+
+    cols = mix_columns(ranking)
+    rows = []
+    for _, row in ranking[ranking["mixture"].astype(str) != baseline_name].head(n).iterrows():
+        k = effective_compute_multiplier(result, {c: float(row[c]) for c in cols}, baseline_label, prob=prob)
+        rows.append({"mixture": str(row["mixture"]), "median": k["median"], "lower": k["lower"],
+                     "upper": k["upper"], "prob_above_1": k["prob_above_1"]})
+    return pd.DataFrame(rows)
 
 
 def _weights_text(result) -> str:
@@ -835,7 +906,7 @@ def _config_text(config) -> str:
             + (", dense mass" if getattr(config, "dense_mass", False) else ""))
 
 
-def _pipeline_figures(result, report: Report, named: pd.DataFrame, runs: pd.DataFrame | None) -> list:
+def _pipeline_figures(result, report: Report, named: pd.DataFrame) -> list:
     """Fit-vs-input and fan charts of a pipeline result: [(figure, caption)]."""
     from bayesmix import plots
 
@@ -867,20 +938,23 @@ def _pipeline_figures(result, report: Report, named: pd.DataFrame, runs: pd.Data
     focus_name = named.loc[named["mixture"] == focus, "name"].iloc[0]
     eval0 = result.evals[0]
     if result.step_shape is not None and "step" in result.stages:
-        fig = _step_fan(result, focus, eval0, runs)
+        fig = step_fan_chart(result, focus, eval0)
         if fig is not None:
             figures.append((fig, f"Step law of the {focus_name} runs on eval {eval0}: fitted checkpoints (dots) and "
                                  "the predicted loss up to the target step, with 50/80/95% intervals."))
     if "size" in result.stages:
-        fig = _size_fan(result, focus, eval0)
+        fig = size_fan_chart(result, focus, eval0)
         if fig is not None:
             figures.append((fig, f"Size law of {focus_name} on eval {eval0}: loss at the target step predicted at "
                                  "each proxy size (step law) and at the target size (size law)."))
     return figures
 
 
-def _step_fan(result, mixture: str, eval: str, runs: pd.DataFrame | None):
-    """Fan chart of the step law of one mixture's runs from the pipeline's step shapes."""
+def step_fan_chart(result, mixture: str, eval: str):
+    """Fan chart of the step law of one mixture's runs (``mixture``: its label, e.g. ``m0``)
+    on one eval domain, from a pipeline result's step shapes: the fitted checkpoints and
+    ``L(S) = floor + reducible (S/S*)^-exponent`` up to the target step S*, one band per
+    upstream draw set. ``None`` when the mixture has no step-law curve."""
     from bayesmix import plots
 
     shape = result.step_shape
@@ -908,9 +982,10 @@ def _step_fan(result, mixture: str, eval: str, runs: pd.DataFrame | None):
                            title=f"step law, eval {eval}")
 
 
-def _size_fan(result, mixture: str, eval: str):
-    """Loss at the target step vs model size: the step stage's predictions at each proxy
-    size and the size stage's at the target size (draws as intervals)."""
+def size_fan_chart(result, mixture: str, eval: str):
+    """Loss at the target step vs model size for one mixture (label) and eval domain of a
+    pipeline result: the step stage's predictions at each proxy size and the size stage's
+    at the target size, as nested intervals. ``None`` when the mixture was not fitted."""
     from bayesmix import plots
 
     step_out, size_out = result.outputs["step"], result.outputs["size"]
@@ -974,6 +1049,7 @@ def report_from_fit(
             "sampler": attrs.get("sampler", ""), "seed": attrs.get("seed", ""),
             "fitted with bayesmix": attrs.get("bayesmix_version", ""),
             "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws", **(settings or {})}
+    rerun = "Rerun the fit with longer chains (e.g. bayesmix fit ... --warmup 2000 --draws 1000)"
     missing = {"multiplier": "Not available for a single mixing-law fit: the multiplier goes through the step "
                              "law (run the nested pipeline on checkpointed runs).",
                "budget": "Not available for a single mixing-law fit: the error budget splits the uncertainty of "
@@ -985,6 +1061,7 @@ def report_from_fit(
         suggestions=suggestions, suggestions_note=suggestions_note, budget=None, budget_advice=None,
         multiplier=None, missing=missing, diagnostics=diagnostics, settings=info, summary=data_summary(obs),
         target=target)
+    report.rerun_hint = rerun
     _fit_figures(fit, report, obs)
     surface = _loss_surface_fn(fit.posterior(), fit.law, fit.data, seed=seed)
     return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
