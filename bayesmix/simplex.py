@@ -308,7 +308,7 @@ def _refiner(objective: Callable, lo: jax.Array, hi: jax.Array, steps: int, lear
 
         def step(carry, _):
             r, state, best_r, best_v = carry
-            v, g = value_and_grad(r)
+            _, g = value_and_grad(r)
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             # feasible descent direction: the projected-gradient step of a tiny normalised size
             h = PG_STEP / jnp.maximum(jnp.max(jnp.abs(g)), 1e-300)
@@ -412,5 +412,15 @@ def simplex_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
 
 
-__all__ = ["SimplexBounds", "SimplexOptimum", "UnmovedOptimumWarning", "minimise_on_simplex", "project_box_simplex",
-           "project_jax", "simplex_distance", "stationarity", "descent_gain", "TOL"]
+__all__ = [
+    "TOL",
+    "SimplexBounds",
+    "SimplexOptimum",
+    "UnmovedOptimumWarning",
+    "descent_gain",
+    "minimise_on_simplex",
+    "project_box_simplex",
+    "project_jax",
+    "simplex_distance",
+    "stationarity",
+]
