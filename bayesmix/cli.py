@@ -15,7 +15,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("fit", "predict", "report", "pipeline")
+COMMANDS = ("fit", "predict", "report", "demo", "pipeline")
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
 

@@ -1,0 +1,236 @@
+"""The main job: bundled proxy runs -> nested pipeline -> next runs -> risk-aware report.
+
+    paths = run_demo("bayesmix-demo", seed=0)          # report at paths["report"]
+    paths = run_demo("bayesmix-demo", live=2)          # plus two closed-loop rounds of real training
+
+Steps: read the bundled demo run table (16 mixtures x 3 model sizes of real
+proxy runs on the bundled corpus; a simulated table of the same shape when the
+bundled one is missing); fit the nested step -> size -> mixing pipeline
+predicting every mixture's loss at the target scale (a model size and a
+planned step count beyond any run); suggest the next mixtures to run; write
+the report. With ``live=N`` it then runs N rounds of the closed loop: train
+the suggested mixtures with the proxy trainer at the small sizes, add their
+rows, refit, suggest again; the report shows the last round.
+
+Default sampler settings are chosen so that the whole job takes a few minutes
+on a laptop CPU (:data:`QUICK`); :data:`THOROUGH` is for a final answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.batched import LaneConfig
+from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
+
+TARGET_SIZE = "1.2M"
+TARGET_STEP = 2400
+MIN_STEP = 90  # the demo runs warm up for 48 steps; checkpoints 50 and 68 are left out
+LIVE_SIZES = ("100k", "200k")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """Settings of the demo's pipeline, design and live rounds.
+
+    ``target_size``: a proxy size name (its non-embedding parameter count) or a
+    count; ``target_step``: the planned step count to predict. ``n_draws``:
+    upstream draws propagated through the pipeline; the three ``*_config`` are
+    its NUTS settings. ``q``: mixtures suggested per round; ``n_random``: random
+    candidates ranked in the report. ``live_sizes``: model sizes trained in a
+    live round (the size law needs each mixture at two sizes or more).
+    """
+
+    target_size: str | int = TARGET_SIZE
+    target_step: int = TARGET_STEP
+    min_step: int = MIN_STEP
+    mode: str = "draws"
+    n_draws: int = 16
+    fit_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=500, num_samples=500)
+    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
+    curve_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=150, dense_mass=True)
+    q: int = 4
+    n_random: int = 1000
+    live_sizes: tuple[str, ...] = LIVE_SIZES
+    workers: int = 2
+    budget: bool = True
+
+    def pipeline(self, *, progress: bool | None = None):
+        """The :class:`bayesmix.pipeline.Pipeline` these settings describe."""
+        from bayesmix.pipeline import Pipeline
+
+        return Pipeline(target_size=target_parameters(self.target_size), target_step=self.target_step,
+                        min_step=self.min_step, mode=self.mode, n_draws=self.n_draws, fit_config=self.fit_config,
+                        lane_config=self.lane_config, curve_config=self.curve_config, progress=progress)
+
+
+QUICK = DemoSettings()
+THOROUGH = DemoSettings(
+    n_draws=128, fit_config=LaneConfig(num_chains=4, num_warmup=500, num_samples=500),
+    lane_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=100),
+    curve_config=LaneConfig(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True), n_random=4000)
+
+
+def target_parameters(size: str | int) -> int:
+    """Non-embedding parameters of a proxy size name (``"1.2M"``) or a count."""
+    if isinstance(size, (int, np.integer)) or str(size).isdigit():
+        value = int(size)
+        if value <= 0:
+            raise ValueError(f"target size must be positive, got {value}")
+        return value
+    from bayesmix.proxy.model import non_embedding_params
+
+    return int(non_embedding_params(str(size)))
+
+
+def demo_table(*, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """The bundled demo run table and where it came from; a simulated table of the
+    same design (from a known nested law) when the bundled file is missing."""
+    from bayesmix.proxy.demo import DEMO_RUNS_PATH, demo_runs
+
+    if DEMO_RUNS_PATH.is_file():
+        return demo_runs(), f"bundled proxy runs ({DEMO_RUNS_PATH.name})"
+    warnings.warn(f"the bundled demo table is missing ({DEMO_RUNS_PATH}): using a simulated table",
+                  UserWarning, stacklevel=2)
+    return simulated_table(seed=seed), "simulated runs from a known nested law"
+
+
+def simulated_table(*, seed: int = 0) -> pd.DataFrame:
+    """16 mixtures (uniform, five domain-led, ten Dirichlet) x 3 sizes x 10 checkpoints x
+    5 eval domains from :class:`bayesmix.simulate.NestedLaw`, named like the demo runs."""
+    from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+
+    domains = ["code", "english", "spanish", "dictionary", "tables"]
+    law = NestedLaw.random(domains, domains, seed=seed)
+    led = np.full((5, 5), 0.05) + np.eye(5) * 0.75
+    design = pd.concat([pd.DataFrame([np.full(5, 0.2)], columns=[MIX_PREFIX + d for d in domains]),
+                        pd.DataFrame(led, columns=[MIX_PREFIX + d for d in domains]),
+                        dirichlet_mixtures(10, domains, seed=seed)], ignore_index=True)
+    names = ["uniform", *(f"{d}-led" for d in domains), *(f"dirichlet{k:02d}" for k in range(10))]
+    sizes = [98_944, 197_760, 444_096]
+    steps = np.unique(np.geomspace(50, 800, 10).astype(int))
+    table = simulate_campaign(law, design, sizes=sizes, steps=steps, seed=seed)
+    k = table["run"].str.extract(r"m(\d+)_n(\d+)").astype(int)
+    table["run"] = [f"{names[a]}@{['100k', '200k', '450k'][b]}" for a, b in zip(k[0], k[1])]
+    return table
+
+
+def suggest_next(result, runs: pd.DataFrame, *, q: int, seed: int):
+    """The next ``q`` mixtures to run and the acquisition landscape, or ``(None, None, why)``."""
+    try:
+        from bayesmix import design
+    except ImportError:
+        return None, None, "Suggestions need bayesmix.design, which this installation lacks."
+    suggestions = design.suggest(result, q=q, seed=seed)
+    table = getattr(suggestions, "table", suggestions)
+    landscape = getattr(suggestions, "landscape", None)
+    note = getattr(suggestions, "note", "") or (f"The next {q} mixtures to run, chosen by batch log expected "
+                                                "improvement (qLogEI) over the predicted target-scale loss.")
+    return table, landscape, note
+
+
+def live_round(suggestions: pd.DataFrame, *, round_index: int, settings: DemoSettings, workdir: Path,
+               progress: bool | None = None) -> pd.DataFrame:
+    """Train the suggested mixtures at ``settings.live_sizes`` with the proxy trainer (the
+    demo table's training settings); return their run-table rows."""
+    from bayesmix.proxy.demo import DEMO_SETTINGS
+    from bayesmix.proxy.sweeps import sweep
+
+    cols = mix_columns(suggestions)
+    mixtures = {f"live{round_index}-{k + 1}": {c[len(MIX_PREFIX):]: float(row[c]) for c in cols}
+                for k, (_, row) in enumerate(suggestions.iterrows())}
+    return sweep(mixtures, list(settings.live_sizes), workdir=workdir, workers=settings.workers, threads=1,
+                 progress=progress, **DEMO_SETTINGS)
+
+
+def run_demo(
+    out,
+    *,
+    live: int = 0,
+    seed: int = 0,
+    settings: DemoSettings = QUICK,
+    runs: pd.DataFrame | None = None,
+    baseline: str = "uniform",
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+    trainer: Callable[..., pd.DataFrame] | None = None,
+) -> dict[str, Path]:
+    """Run the main job and write its outputs under ``out``; returns their paths.
+
+    Outputs: ``report.html``, ``ranking.csv`` (every ranked candidate),
+    ``suggestions.csv`` (when there are suggestions) and ``runs.parquet`` (the
+    run table used, live rows included). ``runs`` replaces the bundled table;
+    ``trainer`` replaces :func:`live_round` (same signature) for live rounds.
+    """
+    from bayesmix.report import report_from_pipeline, write_report
+
+    if live < 0:
+        raise ValueError(f"live must be a non-negative number of rounds, got {live}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = "given run table"
+    if runs is None:
+        runs, source = demo_table(seed=seed)
+    from bayesmix.data import validate_runs, write_runs
+
+    runs = validate_runs(runs)
+    pipeline = settings.pipeline(progress=progress)
+    log(f"bayesmix demo: {runs['run'].nunique()} runs ({source}), {runs['eval'].nunique()} eval domains; "
+        f"predicting {pipeline.target_size:,} parameters at step {pipeline.target_step:,}")
+    timings = {}
+    result, suggestions, landscape, note = None, None, None, ""
+    for round_index in range(live + 1):
+        if round_index:
+            log(f"live round {round_index}/{live}: training {len(suggestions)} suggested mixtures at "
+                f"{', '.join(settings.live_sizes)}")
+            t0 = time.perf_counter()
+            new = (trainer or live_round)(suggestions, round_index=round_index, settings=settings,
+                                          workdir=out / "live-work", progress=progress)
+            runs = validate_runs(pd.concat([runs, new], ignore_index=True))
+            timings[f"training round {round_index}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = pipeline.fit(runs, seed=seed + round_index)
+        timings[f"pipeline fit {round_index}"] = time.perf_counter() - t0
+        log(f"  pipeline fitted in {timings[f'pipeline fit {round_index}']:.0f} s "
+            f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
+        suggestions, landscape, note = suggest_next(result, runs, q=settings.q, seed=seed + round_index)
+        if live and suggestions is None:
+            raise RuntimeError(f"live rounds need suggestions: {note}")
+    budget = None
+    if settings.budget and settings.mode == "draws":
+        t0 = time.perf_counter()
+        budget = result.error_budget(seed=seed)
+        timings["error budget"] = time.perf_counter() - t0
+        log(f"  error budget in {timings['error budget']:.0f} s: {budget.recommendation}")
+    t0 = time.perf_counter()
+    report = report_from_pipeline(
+        result, baseline=baseline, runs=runs, n_random=settings.n_random, suggestions=suggestions,
+        acquisition=landscape, suggestions_note=note, seed=seed, budget=budget,
+        settings={"data": source, "live rounds": live,
+                  "wall time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())})
+    if suggestions is None:
+        report.missing["suggestions"] = note
+    report.rerun_hint = "Rerun with longer chains (bayesmix demo --thorough)"
+    paths = {"report": write_report(report, out / "report.html")}
+    timings["report"] = time.perf_counter() - t0
+    paths["ranking"] = out / "ranking.csv"
+    report.ranking.to_csv(paths["ranking"], index=False)
+    if suggestions is not None:
+        paths["suggestions"] = out / "suggestions.csv"
+        suggestions.to_csv(paths["suggestions"], index=False)
+    paths["runs"] = write_runs(runs, out / "runs.parquet")
+    best = report.best
+    log(f"recommended mixture: {best['mixture']} ("
+        + ", ".join(f"{c[len(MIX_PREFIX):]} {best[c]:.2f}" for c in mix_columns(report.ranking)) + ")"
+        f"; predicted loss {best['mean']:.4f} [{best['lower']:.4f}, {best['upper']:.4f}]")
+    if report.failed:
+        log("warning: convergence diagnostics failed: " + "; ".join(report.failed))
+    log(f"report written to {paths['report'].resolve()}")
+    return paths

@@ -1,0 +1,98 @@
+"""The main job: settings, the fallback table, argument checks, and the demo end to end."""
+
+from __future__ import annotations
+
+import html.parser
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesmix import demo
+from bayesmix.cli import main
+from bayesmix.data import validate_runs
+from bayesmix.report import SECTIONS
+
+
+def test_target_parameters():
+    from bayesmix.proxy.model import non_embedding_params
+
+    assert demo.target_parameters("1.2M") == non_embedding_params("1.2M")
+    assert demo.target_parameters(5_000_000) == 5_000_000
+    assert demo.target_parameters("123456") == 123456
+    with pytest.raises(ValueError, match="unknown model size"):
+        demo.target_parameters("7B")
+    with pytest.raises(ValueError, match="positive"):
+        demo.target_parameters(0)
+
+
+def test_simulated_table_has_the_demo_design():
+    table = validate_runs(demo.simulated_table(seed=0))
+    assert table["run"].nunique() == 48
+    assert table["size"].nunique() == 3 and table["step"].nunique() == 10 and table["eval"].nunique() == 5
+    assert {"uniform@100k", "code-led@450k", "dirichlet09@200k"} <= set(table["run"])
+    uniform = table[table["run"] == "uniform@200k"].iloc[0]
+    np.testing.assert_allclose(uniform[[c for c in table if c.startswith("mix.")]].to_numpy(float), 0.2)
+    again = demo.simulated_table(seed=0)
+    pd.testing.assert_frame_equal(demo.simulated_table(seed=0), again)
+
+
+def test_settings_build_the_pipeline():
+    p = demo.QUICK.pipeline(progress=False)
+    assert p.target_size == demo.target_parameters(demo.TARGET_SIZE)
+    assert p.target_step == demo.TARGET_STEP and p.min_step == demo.MIN_STEP and p.n_draws == demo.QUICK.n_draws
+    assert demo.THOROUGH.n_draws > demo.QUICK.n_draws
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--live", "-1"], "--live must be 0 or more"),
+    (["--draws", "1"], "--draws must be at least 2"),
+    (["--q", "0"], "--q must be at least 1"),
+    (["--target-size", "7B"], "unknown model size '7B'"),
+])
+def test_demo_cli_rejects_bad_arguments(argv, message, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_cli_missing_runs_file(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--runs", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_run_demo_rejects_negative_live(tmp_path):
+    with pytest.raises(ValueError, match="non-negative"):
+        demo.run_demo(tmp_path, live=-1)
+
+
+class Ids(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.images = set(), 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img" and attrs.get("src", "").startswith("data:image/png;base64,"):
+            self.images += 1
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_the_bundled_table(tmp_path):
+    """`bayesmix demo` with its default settings: bundled table -> pipeline -> report, in minutes."""
+    lines = []
+    t0 = time.perf_counter()
+    paths = demo.run_demo(tmp_path / "out", seed=0, progress=False, log=lines.append)
+    seconds = time.perf_counter() - t0
+    assert seconds < 20 * 60, f"the demo took {seconds:.0f} s"
+    report = paths["report"]
+    assert report.is_file() and lines[-1] == f"report written to {report.resolve()}"
+    doc = Ids()
+    doc.feed(report.read_text(encoding="utf-8"))
+    assert set(SECTIONS) <= doc.ids and doc.images >= 6
+    ranking = pd.read_csv(paths["ranking"])
+    assert {"uniform"} <= set(ranking["mixture"]) and ranking["mean"].is_monotonic_increasing
+    runs = pd.read_parquet(paths["runs"])
+    assert runs["run"].nunique() >= 16
