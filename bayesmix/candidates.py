@@ -25,6 +25,7 @@ seed; :func:`mixtures_frame` labels them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,9 +36,15 @@ from bayesmix.simplex import SimplexBounds, simplex_distance
 
 ZERO_KEEP = 0.25  # Algorithm 2: share of mixtures with a zero proportion that are kept
 _GRID_EPS = 1e-9
+STALE_TRIES = 2000  # Algorithm 2 sampling stops after this many attempts without a new mixture
 
 
 # ---------------------------------------------------------------- Algorithm 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _levels(gamma: float, delta: float) -> tuple[float, ...]:
+    return tuple(diminishing_levels(gamma, delta))
 
 
 def diminishing_levels(gamma: float, delta: float) -> np.ndarray:
@@ -101,8 +108,8 @@ def _algorithm2_one(r_max: np.ndarray, order: np.ndarray, delta: float, rng: np.
     r = np.zeros(r_max.size)
     remaining = 1.0
     for j in order[:-1]:
-        levels = diminishing_levels(min(r_max[j], remaining), delta)
-        r[j] = levels[rng.integers(levels.size)]
+        levels = _levels(round(float(min(r_max[j], remaining)), 12), float(delta))
+        r[j] = levels[rng.integers(len(levels))]
         remaining = round(remaining - r[j], 12)
     last = order[-1]
     if remaining > r_max[last] + _GRID_EPS:
@@ -118,7 +125,8 @@ def algorithm2(bounds: SimplexBounds, n: int, *, delta: float = 0.05, seed: int,
     Fixed domains keep their value and the algorithm runs on the free mass
     ``1 - sum(fixed)`` with caps ``r_max / free mass``; a mixture below an
     ``r_min`` is projected onto the bounds. Fewer than ``n`` rows come back when
-    the grid holds fewer distinct mixtures (``max_tries * n`` attempts at most).
+    the grid holds fewer distinct mixtures (``max_tries * n`` attempts at most,
+    stopping after ``STALE_TRIES`` attempts in a row without a new mixture).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -127,10 +135,11 @@ def algorithm2(bounds: SimplexBounds, n: int, *, delta: float = 0.05, seed: int,
     if mass == 0.0 or caps.size == 0:
         return _assemble(bounds, free, mass, np.zeros((min(n, 1), caps.size)))
     order = np.argsort(-caps, kind="stable")
-    seen, rows = set(), []
+    seen, rows, stale = set(), [], 0
     for _ in range(max_tries * max(n, 1)):
-        if len(rows) >= n:
+        if len(rows) >= n or stale >= STALE_TRIES:
             break
+        stale += 1
         r = _algorithm2_one(caps, order, delta, rng)
         if r is None or (np.any(r <= _GRID_EPS) and rng.random() >= zero_keep):
             continue
@@ -138,6 +147,7 @@ def algorithm2(bounds: SimplexBounds, n: int, *, delta: float = 0.05, seed: int,
         if key not in seen:
             seen.add(key)
             rows.append(r)
+            stale = 0
     return _assemble(bounds, free, mass, np.array(rows).reshape(len(rows), caps.size))
 
 

@@ -325,12 +325,15 @@ def _refiner(objective: Callable, lo: jax.Array, hi: jax.Array, steps: int, lear
     return jax.jit(jax.vmap(refine))
 
 
-def stationarity(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: float = 1e-6) -> float:
+def stationarity(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: float = 1e-6, *,
+                 grad: Callable | None = None) -> float:
     """Norm of the projected gradient at r: ``||r - P(r - h g)|| / h``, g = grad objective(r).
 
     0 at a constrained stationary point (every feasible direction is uphill to
-    first order); in the objective's units per unit of proportion."""
-    g = np.asarray(jax.grad(objective)(jnp.asarray(r)), dtype=float)
+    first order); in the objective's units per unit of proportion. ``grad``: a
+    precompiled gradient of ``objective`` (default ``jax.grad(objective)``)."""
+    grad = grad or jax.grad(objective)
+    g = np.asarray(grad(jnp.asarray(r)), dtype=float)
     if not np.all(np.isfinite(g)):
         return float("nan")
     scale = max(float(np.max(np.abs(g))), 1e-300)
@@ -339,18 +342,18 @@ def stationarity(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndar
 
 
 def descent_gain(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 sizes=(1e-4, 1e-3, 1e-2, 1e-1)) -> float:
+                 sizes=(1e-4, 1e-3, 1e-2, 1e-1), *, grad: Callable | None = None) -> float:
     """How much a step along the projected gradient lowers the objective: ``f(r) - min_h f(P(r - h g/|g|_inf))``
     over the step ``sizes`` (proportion units; <= 0 when none of them helps)."""
     r = np.asarray(r, dtype=float)
-    g = np.asarray(jax.grad(objective)(jnp.asarray(r)), dtype=float)
+    grad = grad or jax.grad(objective)
+    g = np.asarray(grad(jnp.asarray(r)), dtype=float)
     if not np.all(np.isfinite(g)) or not np.any(g):
         return 0.0
     g = g / np.max(np.abs(g))
     trial = project_box_simplex(r[None, :] - np.asarray(sizes)[:, None] * g[None, :], lo, hi)
-    f0 = float(objective(jnp.asarray(r)))
-    values = np.array([float(objective(jnp.asarray(t))) for t in trial])
-    values = values[np.isfinite(values)]
+    values = np.asarray(jax.jit(jax.vmap(objective))(jnp.asarray(np.concatenate([r[None], trial]))), dtype=float)
+    f0, values = values[0], values[1:][np.isfinite(values[1:])]
     return float(f0 - values.min()) if values.size and np.isfinite(f0) else 0.0
 
 
@@ -389,12 +392,13 @@ def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, s
     k = int(rng.choice(candidates))
     r = project_box_simplex(best_r[k], bounds.lower, bounds.upper)[0]
     bounds.check(r)
-    value = float(objective(jnp.asarray(r)))
+    value = float(jax.jit(objective)(jnp.asarray(r)))
     if not np.isfinite(value):
         r, value = best_r[k], float(best_v[k])
     moved = bool(np.max(np.abs(r - starts[k])) > 1e-9)
-    stat = stationarity(objective, r, bounds.lower, bounds.upper)
-    gain = 0.0 if moved or steps == 0 else descent_gain(objective, r, bounds.lower, bounds.upper)
+    grad = jax.jit(jax.grad(objective))
+    stat = stationarity(objective, r, bounds.lower, bounds.upper, grad=grad)
+    gain = 0.0 if moved or steps == 0 else descent_gain(objective, r, bounds.lower, bounds.upper, grad=grad)
     info = SimplexOptimum(start=starts[k], start_value=float(start_v[k]), moved=moved, stationarity=stat,
                           values=best_v, start_values=start_v, n_nonfinite=int((~finite).sum()),
                           steps=int(steps), feasible=True, descent_gain=gain)
