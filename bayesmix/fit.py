@@ -115,6 +115,12 @@ def summarise_draws(draws: xr.DataArray, prob: float = 0.9) -> pd.DataFrame:
     return table
 
 
+def diagnostic_vars(law: Law) -> list[str]:
+    """Variables whose convergence is checked: the law's ``diagnostic_vars`` when it names
+    them (label-invariant quantities such as predictions), else its natural parameters."""
+    return list(getattr(law, "diagnostic_vars", None) or law.param_dims)
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -177,7 +183,7 @@ def fit(
     idata.add_groups(constant_data=xr.Dataset.from_dataframe(
         data.obs_index.astype({c: str for c in data.obs_index.columns if data.obs_index[c].dtype == object})
         .rename_axis("obs_dim")))
-    diagnostics = check(diagnose(idata, var_names=list(law_obj.param_dims)), strict=strict, what=f"law {law!r}")
+    diagnostics = check(diagnose(idata, var_names=diagnostic_vars(law_obj)), strict=strict, what=f"law {law!r}")
     return FitResult(law_obj, data, idata, point, diagnostics, prior_values)
 
 
@@ -194,5 +200,5 @@ def load_fit(path) -> FitResult:
     data = LawData(arrays={}, y=np.empty(0), coords=json.loads(attrs["law_coords"]),
                    meta=json.loads(attrs["law_meta"]), obs_index=pd.DataFrame())
     point = {k: np.asarray(v) for k, v in json.loads(attrs["point_fit"]).items()}
-    diagnostics = diagnose(idata, var_names=list(law.param_dims))
+    diagnostics = diagnose(idata, var_names=diagnostic_vars(law))
     return FitResult(law, data, idata, point, diagnostics, json.loads(attrs["priors"]))

@@ -28,6 +28,34 @@ Mixing law M4 ``L_e(r) = c_e + exp(b_e + t_e . r)``, centred at a reference mixt
 * ``interaction_scale``   sd of the shared (zero-sum) interaction terms mu_j.
 * ``interaction_tau``     HalfNormal scale of the eval-to-eval spread of t_ej around mu_j.
 * ``noise_scale``, ``student_df`` as above.
+
+Implicit aggregation ``L(r) = floor + (level - floor) sum_k w_k exp(t_k . (r - r0))``
+(``bayesmix.laws.implicit``; K latent eval domains):
+
+* ``level_sd``, ``floor_logit_loc`` / ``floor_logit_sd``, ``noise_scale``, ``student_df`` as for M4.
+* ``interaction_scale``   HalfNormal scale of tau, the global size of t (t_kj = tau lambda_j z_kj).
+* ``domain_scale``        HalfNormal scale of lambda_j, one relevance scale per training domain.
+* ``weight_logit_sd``     sd of the (ordered) logits of the latent weights w = softmax(a).
+
+Alternative forms M1-M3 (``bayesmix.laws.alternatives``): ``level_sd``,
+``floor_logit_loc`` / ``floor_logit_sd``, ``noise_scale``, ``student_df`` as for
+M4; ``interaction_scale`` the sd of t_j (M1, M2) or of the product coefficient
+u (M3); ``weight_logit_sd`` the sd of the logits of M2's domain weights.
+
+BiMix ``L_e = level_e (r_e / r_ref_e)^-alpha_e (share_e + (1 - share_e) (S / S_ref)^-beta_e)``
+(``bayesmix.laws.bimix``):
+
+* ``level_sd``, ``noise_scale``, ``student_df`` as above.
+* ``proportion_exponent_log_loc`` / ``_sd`` / ``_tau``  prior on log(alpha_e): population mean, its sd,
+  HalfNormal scale of the eval-to-eval spread.
+* ``step_exponent_log_loc`` / ``_sd`` / ``_tau``        the same for log(beta_e).
+* ``floor_logit_loc`` / ``_sd`` / ``_tau``              the same for logit(share_e), the irreducible
+  share of the loss at S_ref.
+
+Multi-scale M4 (``bayesmix.laws.multiscale``): the M4 names, plus
+
+* ``group_tau``   HalfNormal scale of the spread of a (size, step) group's interactions around
+  the eval domain's shared interactions.
 """
 
 from __future__ import annotations
@@ -60,6 +88,36 @@ DEFAULT_PRIORS: dict[str, dict[str, float]] = {
         "student_df": 5.0,
     },
 }
+
+_M4_LIKE = {
+    "level_sd": 0.2,
+    "floor_logit_loc": 0.0,
+    "floor_logit_sd": 1.5,
+    "noise_scale": 0.05,
+    "student_df": 5.0,
+}
+
+DEFAULT_PRIORS.update({
+    "implicit": dict(_M4_LIKE, interaction_scale=2.0, domain_scale=1.0, weight_logit_sd=2.0),
+    "m1": dict(_M4_LIKE, interaction_scale=2.0),
+    "m2": dict(_M4_LIKE, interaction_scale=2.0, weight_logit_sd=2.0),
+    "m3": dict(_M4_LIKE, interaction_scale=2.0),
+    "bimix": {
+        "level_sd": 0.2,
+        "proportion_exponent_log_loc": math.log(0.05),
+        "proportion_exponent_log_sd": 1.5,
+        "proportion_exponent_log_tau": 1.0,
+        "step_exponent_log_loc": math.log(0.4),
+        "step_exponent_log_sd": 1.0,
+        "step_exponent_log_tau": 0.5,
+        "floor_logit_loc": 1.0,
+        "floor_logit_sd": 1.5,
+        "floor_logit_tau": 1.0,
+        "noise_scale": 0.05,
+        "student_df": 5.0,
+    },
+    "multiscale": dict(DEFAULT_PRIORS["mix"], group_tau=0.5),
+})
 
 
 def resolve_priors(law: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:

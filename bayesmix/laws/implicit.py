@@ -1,0 +1,187 @@
+"""Mixing law with implicit domain aggregation (Ye et al. 2024, Sec. 3.3).
+
+When only an overall loss is measured and the composition of the validation
+set is unknown, the paper assumes K latent eval domains with unknown weights
+s (on the simplex), each following M4:
+
+    L(r) = sum_k s_k [c_k + exp(b_k + t_k . r)]                       (K = 30 by default)
+
+a one-hidden-layer network with exp activation. Only C = sum_k s_k c_k and the
+products s_k exp(b_k) are identifiable, and since sum_j r_j = 1 a common shift
+of t_k is not either. We therefore centre at the mean observed mixture r0:
+
+    L(r) = floor + (level - floor) * sum_k w_k exp(t_k . (r - r0)),   w = softmax(a),  sum_j t_kj = 0
+
+where level = L(r0), floor = C, and w_k is latent domain k's share of the
+reducible loss at r0. In the paper's parameters: s_k = w_k, c_k = floor,
+b_k = log(level - floor) - t_k . r0 (see :meth:`ImplicitLaw.natural_parameters`).
+
+Priors (``bayesmix.laws.priors``, law ``"implicit"``)::
+
+    level   = y_ref * exp(level_sd * z_level)            floor = level * sigmoid(f),  f ~ N(floor_logit_loc, floor_logit_sd)
+    t_kj    = tau * lambda_j * z_kj   (non-centred),     z_kj ~ N(0, 1)
+    tau     ~ HalfNormal(interaction_scale)               global size of the interactions
+    lambda_j ~ HalfNormal(domain_scale)                   one relevance scale per training domain (ARD)
+    a_(1) < ... < a_(K)  ordered, each ~ N(0, weight_logit_sd)
+    y_i ~ StudentT(student_df, L(r_i), sigma),  sigma ~ HalfNormal(noise_scale * mean loss)
+
+Why it samples (what was done about exchangeable latent labels)
+---------------------------------------------------------------
+* The K latent domains are exchangeable: any permutation of (a_k, t_k) gives
+  the same law, so the posterior has K! copies of every mode. The weight logits
+  are **ordered** (a_1 < ... < a_K, the Stan-manual device for mixtures), which
+  keeps one copy and removes exact label switching inside a chain.
+* Interactions are **non-centred** (t = tau * lambda * z with z standard normal)
+  so NUTS does not meet the funnel between the scale tau and the t_kj; the
+  **per-domain scales** lambda_j shrink domains that do not move the loss, which
+  is what lets 30 x M interaction terms generalise from a few hundred runs.
+* Weights are **logistic-normal** rather than a sparse Dirichlet: a Dirichlet
+  with concentration << 1 puts its mass on the simplex's faces, where NUTS
+  diverges; a normal prior on the logits with sd 2 still lets a few latent
+  domains carry most of the weight.
+* Even so, raw t_kj and w_k of different chains need not agree (several
+  latent domains can trade roles). Convergence is therefore **judged on
+  predictions**: the model records ``fitted`` = L(r_i) at every observed mixture
+  as a deterministic site, and the fit's diagnostics (R-hat, ESS) are computed on
+  ``fitted``, ``level``, ``floor`` and ``sigma`` only, all label-invariant
+  (``ImplicitLaw.diagnostic_vars``). Raw ``t`` and ``weight`` are kept in the
+  posterior for inspection but are not gated on.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from bayesmix.laws.base import LawData
+from bayesmix.laws.overall import OverallMixtureLaw
+from bayesmix.laws.pointfit import multistart_fit
+from bayesmix.laws.powerlaw import likelihood
+
+DEFAULT_LATENT = 30
+
+
+def implicit_mean(r_centered, level, floor, weight, t):
+    """Overall loss (n,) at centred mixtures r_centered (n, M); weight (K,), t (K, M)."""
+    return floor + (level - floor) * (jnp.exp(r_centered @ t.T) @ weight)
+
+
+def implicit_model(data: dict, priors: dict, y=None):
+    """numpyro model; data: ``r_centered`` (n, M), ``y_ref``, ``loss_scale``, ``n_latent`` (int)."""
+    x = data["r_centered"]
+    n_latent, n_domains = int(data["n_latent"]), x.shape[1]
+    level_z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
+    floor_logit = numpyro.sample("floor_logit", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
+    level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * level_z))
+    floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(floor_logit))
+    tau = numpyro.sample("interaction_tau", dist.HalfNormal(priors["interaction_scale"]))
+    lam = numpyro.sample("domain_scale", dist.HalfNormal(priors["domain_scale"]).expand([n_domains]).to_event(1))
+    z = numpyro.sample("interaction_z", dist.Normal(0.0, 1.0).expand([n_latent, n_domains]).to_event(2))
+    t_raw = tau * lam * z
+    t = numpyro.deterministic("t", t_raw - jnp.mean(t_raw, axis=1, keepdims=True))
+    a = numpyro.sample("weight_logit", dist.ImproperUniform(dist.constraints.ordered_vector, (), (n_latent,)))
+    numpyro.factor("weight_logit_prior", jnp.sum(dist.Normal(0.0, priors["weight_logit_sd"]).log_prob(a)))
+    weight = numpyro.deterministic("weight", jax.nn.softmax(a))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
+    mean = numpyro.deterministic("fitted", implicit_mean(x, level, floor, weight, t))
+    with numpyro.plate("obs_dim", mean.shape[0]):
+        numpyro.sample("obs", likelihood(mean, sigma, priors["student_df"], y), obs=y)
+
+
+@functools.lru_cache(maxsize=8)
+def _point_functions(n_latent: int):
+    """(mean_fn, init_fn) of the point fit with K latent domains (cached: one compile per K).
+
+    theta = [log floor, log(level - floor), a (K), t (K*M)].
+    """
+
+    def mean_fn(theta, x):
+        m = x.shape[-1]
+        a, t = theta[2:2 + n_latent], theta[2 + n_latent:].reshape(n_latent, m)
+        t = t - jnp.mean(t, axis=1, keepdims=True)
+        return jnp.exp(theta[0]) + jnp.exp(theta[1]) * (jnp.exp(x @ t.T) @ jax.nn.softmax(a))
+
+    def init_fn(key, x, y, mask):
+        k1, k2, k3 = jax.random.split(key, 3)
+        y_min = jnp.min(jnp.where(mask, y, jnp.inf))
+        y_mean = jnp.sum(jnp.where(mask, y, 0.0)) / jnp.sum(mask)
+        floor = jax.random.uniform(k1, minval=0.3, maxval=0.95) * y_min
+        a = 0.1 * jax.random.normal(k2, (n_latent,))
+        t = jax.random.normal(k3, (n_latent * x.shape[-1],))
+        return jnp.concatenate([jnp.stack([jnp.log(floor), jnp.log(y_mean - floor)]), a, t])
+
+    return mean_fn, init_fn
+
+
+class ImplicitLaw(OverallMixtureLaw):
+    """Implicit domain aggregation with K latent eval domains (``latent=``, default 30)."""
+
+    name = "implicit"
+    param_dims = {"level": [], "floor": [], "weight": ["latent"], "t": ["latent", "domain"], "sigma": [],
+                  "fitted": ["run"]}
+    diagnostic_vars = ("fitted", "level", "floor", "sigma")
+    mean_params = ("level", "floor", "weight", "t")
+
+    def model(self, data: dict, priors: dict, y=None):
+        implicit_model(data, priors, y)
+
+    def prepare(self, runs, *, latent: int = DEFAULT_LATENT, **options) -> LawData:
+        """As :meth:`OverallMixtureLaw.prepare`, plus ``latent`` = K, the number of latent eval domains."""
+        if int(latent) != latent or latent < 1:
+            raise ValueError(f"latent must be a positive integer, got {latent!r}")
+        data = super().prepare(runs, **options)
+        data.arrays["n_latent"] = int(latent)
+        data.coords["latent"] = [f"k{i}" for i in range(int(latent))]
+        data.meta["latent"] = int(latent)
+        return data
+
+    def mean(self, p, r, meta):
+        return implicit_mean(r - jnp.asarray(meta["r0"]), p["level"], p["floor"], p["weight"], p["t"])
+
+    def point_fit(self, data: LawData, *, seed: int, n_starts: int = 16) -> dict[str, np.ndarray]:
+        """Multi-start Huber fit of the K-latent law; natural parameters (level, floor, weight, t)."""
+        n_latent = int(data.arrays["n_latent"])
+        mean_fn, init_fn = _point_functions(n_latent)
+        x = jnp.asarray(data.arrays["r_centered"])[None]
+        y = jnp.asarray(data.y)[None]
+        theta, _ = multistart_fit(mean_fn, init_fn, x, y, jnp.ones_like(y, dtype=bool), seed=seed,
+                                  n_starts=n_starts, max_iter=1000)
+        theta = np.asarray(theta)[0]
+        m = x.shape[-1]
+        t = theta[2 + n_latent:].reshape(n_latent, m)
+        a = theta[2:2 + n_latent]
+        weight = np.exp(a - a.max())
+        floor = float(np.exp(theta[0]))
+        return {"level": np.asarray(floor + np.exp(theta[1])), "floor": np.asarray(floor),
+                "weight": weight / weight.sum(), "t": t - t.mean(axis=1, keepdims=True)}
+
+    def init_values(self, data: LawData, point: dict[str, np.ndarray], priors: dict) -> dict[str, np.ndarray]:
+        """Sample-site values near the point fit: latent domains sorted by weight (the ordering),
+        interactions scaled into the non-centred form and clipped to +-4 prior sds."""
+        order = np.argsort(point["weight"], kind="stable")
+        weight = np.clip(point["weight"][order], 1e-8, None)
+        t = np.clip(point["t"][order], -30.0, 30.0)
+        tau = max(float(np.sqrt(np.mean(t**2))), 0.1)
+        a = np.log(weight) + 1e-6 * np.arange(weight.size)  # strictly increasing
+        share = float(np.clip(point["floor"] / point["level"], 0.02, 0.98))
+        return {
+            "level_z": float(np.clip(np.log(point["level"] / data.arrays["y_ref"]) / priors["level_sd"], -3, 3)),
+            "floor_logit": float(np.log(share / (1 - share))),
+            "interaction_tau": tau,
+            "domain_scale": np.ones(t.shape[1]),
+            "interaction_z": np.clip(t / tau, -4.0, 4.0),
+            "weight_logit": a - a.mean(),
+        }
+
+    @staticmethod
+    def natural_parameters(params: dict[str, np.ndarray], r0) -> dict[str, np.ndarray]:
+        """The paper's (s_k, c_k, b_k, t_k) from the centred parameters (c_k = floor for every k)."""
+        level, floor = np.asarray(params["level"]), np.asarray(params["floor"])
+        t = np.asarray(params["t"])
+        b = np.log(level - floor)[..., None] - t @ np.asarray(r0)
+        return {"s": np.asarray(params["weight"]), "c": np.broadcast_to(floor[..., None], b.shape), "b": b, "t": t}
