@@ -2,6 +2,7 @@
 
     bayesmix fit RUNS --law mix --out fit.nc        fit a law with NUTS
     bayesmix predict FIT --mixtures FILE            predict with intervals
+    bayesmix compare RUNS --laws mix,implicit       rank laws by PSIS-LOO
 
 Each subcommand lives in ``bayesmix/commands/<name>.py`` (``add_parser`` and
 ``run``). This entry point is the one place that sets process-wide JAX
@@ -15,7 +16,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("fit", "predict", "report", "demo", "pipeline")
+COMMANDS = ("fit", "predict", "compare", "report", "demo", "pipeline")
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
 
