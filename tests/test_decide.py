@@ -183,3 +183,10 @@ def test_rank_with_baseline_adds_probability():
     table = decide.rank_mixtures(draws, baseline="base")
     assert "prob_beats" in table and table.set_index("mixture").loc["x", "prob_beats"] == 0.5
     assert isinstance(table, pd.DataFrame)
+
+
+def test_optimum_at_a_corner_is_reached_by_refinement():
+    with jax.enable_x64(True):
+        best = decide.optimum(quadratic_loss(np.array([1.5, -0.3, -0.2])), ["a", "b", "c"], n_candidates=64, seed=3)
+    np.testing.assert_allclose(best.mixture.to_numpy(), [1.0, 0.0, 0.0], atol=1e-6)
+    assert best.moved and best.feasible

@@ -104,8 +104,8 @@ def run(args) -> int:
     if args.baseline:
         draws = result.predict(mixtures, draws=True, seed=args.seed)
         if args.baseline not in set(draws["mixture"].to_numpy().astype(str)):
-            rows = pd.concat([result.observed_mixtures().query("mixture == @args.baseline"),
-                              mixtures if mixtures is not None else result.observed_mixtures()])
+            observed = result.observed_mixtures()
+            rows = pd.concat([observed[observed["mixture"].astype(str) == args.baseline], mixtures])
             draws = result.predict(rows, draws=True, seed=args.seed)
             table = result.predict(rows, prob=args.prob, seed=args.seed)
         beats = prob_beats(draws, args.baseline, prob=args.prob)

@@ -1,0 +1,212 @@
+"""The nested pipeline end to end on campaigns simulated from a known nested law."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesmix import cli, decide
+from bayesmix.batched import LaneConfig
+from bayesmix.laws.mixtures import MIX_PREFIX
+from bayesmix.pipeline import Pipeline
+from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+
+TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
+SMALL = dict(fit_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=150),
+             lane_config=LaneConfig(num_chains=2, num_warmup=200, num_samples=50),
+             curve_config=LaneConfig(num_chains=2, num_warmup=200, num_samples=100, dense_mass=True))
+
+
+def truth_table(law: NestedLaw, table: pd.DataFrame) -> np.ndarray:
+    """True target-scale loss for each row (mixture proportions, eval) of a prediction table."""
+    r = table[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    per_eval = law.loss(r, TARGET_SIZE, TARGET_STEP)
+    overall = per_eval @ law.weights
+    return np.array([overall[i] if e == "overall" else per_eval[i, law.evals.index(e)]
+                     for i, e in enumerate(table["eval"])])
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    """8 mixtures of 3 domains x 3 sizes x 6 checkpoints x 2 eval domains."""
+    law = NestedLaw.random(["web", "code", "books"], ["val_web", "val_code"], seed=11)
+    mixtures = dirichlet_mixtures(8, law.domains, seed=12)
+    steps = np.geomspace(1000, 30000, 6).astype(int)
+    runs = simulate_campaign(law, mixtures, sizes=[2e6, 6e6, 2e7], steps=steps, seed=13)
+    return law, runs
+
+
+@pytest.fixture(scope="module")
+def draws_result(campaign):
+    _, runs = campaign
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, n_draws=16, **SMALL).fit(runs, seed=0)
+
+
+@pytest.fixture(scope="module")
+def point_result(campaign):
+    _, runs = campaign
+    return Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=16).fit(runs, seed=0)
+
+
+@pytest.mark.slow
+def test_draws_intervals_contain_the_target_scale_truth(campaign, draws_result):
+    law, _ = campaign
+    table = draws_result.predict(prob=0.9)
+    truth = truth_table(law, table)
+    inside = (table["lower"] <= truth) & (truth <= table["upper"])
+    assert inside.mean() >= 0.75
+    overall = table["eval"] == "overall"
+    assert inside[overall].mean() >= 0.75
+    assert set(draws_result.stages) == {"step", "size", "mix"}
+    assert draws_result.n_draws_total == 16 * 2 * 50
+    # negative control: the truth of another (farther) scale is excluded for most mixtures
+    wrong = truth + 0.5
+    assert ((table["lower"] <= wrong) & (wrong <= table["upper"])).mean() <= 0.1
+
+
+@pytest.mark.slow
+def test_draws_cover_the_truth_where_the_point_chain_misses(campaign, draws_result, point_result):
+    law, _ = campaign
+    table = draws_result.predict(prob=0.9)
+    point = point_result.predict_point()
+    truth = truth_table(law, table)
+    assert (table["mixture"].to_numpy() == point["mixture"].to_numpy()).all()
+    miss = np.abs(point["point"].to_numpy() - truth) > 0.01  # the point chain has no interval: any error misses
+    assert miss.any()
+    covered = (table["lower"] <= truth) & (truth <= table["upper"])
+    assert covered[miss].mean() >= 0.75
+    assert (table["upper"] - table["lower"]).min() > 0  # wider than the point chain's zero width
+    # the point mode's bootstrap gives intervals through the same API
+    boot = point_result.predict(prob=0.9)
+    assert {"mean", "sd", "lower", "upper"} <= set(boot.columns) and (boot["upper"] > boot["lower"]).all()
+
+
+@pytest.mark.slow
+def test_error_budget_sums_to_one(draws_result):
+    budget = draws_result.error_budget(seed=0)
+    assert budget.table["share"].sum() == pytest.approx(1.0)
+    assert (budget.table["share"] >= 0).all() and budget.table["fitted"].all()
+    assert budget.eval == "overall"
+    assert budget.recommendation.startswith("most of the uncertainty comes from")
+    assert budget.variances["all_stages"] > budget.variances["step_and_size_off"]
+
+
+@pytest.mark.slow
+def test_compute_multiplier_recovers_the_known_law(campaign, draws_result):
+    law, _ = campaign
+    mixtures = draws_result.observed_mixtures()
+    baseline, other = mixtures["mixture"].iloc[0], mixtures["mixture"].iloc[1]
+    same = decide.effective_compute_multiplier(draws_result, baseline, baseline)
+    assert same["median"] == pytest.approx(1.0) and same["lower"] == pytest.approx(1.0)
+    # truth: the step term exp(t.r_b) kA (S/S0)^-alpha is the same at every size under this law
+    r = mixtures[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    level = law.loss(r[:1], TARGET_SIZE, TARGET_STEP)
+    reducible = np.exp(r[:1] @ law.t.T) * law.kA * (TARGET_STEP / law.S0) ** -law.alpha
+    target = law.overall(r[1:2], TARGET_SIZE, TARGET_STEP)
+    k_true = decide.compute_multiplier(target, level, reducible, law.alpha[None], law.weights)[0]
+    est = decide.effective_compute_multiplier(draws_result, other, baseline, prob=0.9)
+    assert est["lower"] <= k_true <= est["upper"] or abs(np.log(est["median"] / k_true)) < 0.5
+
+
+@pytest.mark.slow
+def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result):
+    law, _ = campaign
+    base = draws_result.observed_mixtures()["mixture"].iloc[0]
+    r0 = draws_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)[0]
+    shares = np.linspace(0, 1, 51)
+    grid = (1 - shares)[:, None] * r0 + shares[:, None] * np.eye(3)[2]
+    true_loss = law.loss(grid, TARGET_SIZE, TARGET_STEP)[:, 0]  # val_web as books are added
+    level = float(np.interp(0.3, shares, true_loss))
+    if np.all(np.diff(true_loss) > 0):  # the known law crosses the level once, at 0.3
+        estimate, table = decide.critical_proportion_from(draws_result, base, "books", level=level, eval="val_web",
+                                                          prob=0.5, shares=shares)
+        assert abs(estimate - 0.3) < 0.15
+        assert list(table.columns) == ["share", "mean", "lower", "upper", "prob_below"]
+    best, table = decide.predicted_optimum(draws_result, baseline=base, n_candidates=256, seed=0)
+    assert best.feasible and best.moved
+    observed = draws_result.predict()
+    best_observed = observed.loc[observed["eval"] == "overall", "mean"].min()
+    opt_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
+    assert opt_mean <= best_observed + 1e-6
+    assert "prob_beats" in table
+
+
+def test_single_scale_table_is_just_the_mixing_law(campaign):
+    law, runs = campaign
+    one = runs[(runs["size"] == 20_000_000) & (runs["step"] == runs["step"].max())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = Pipeline(n_draws=8, **SMALL).fit(one, seed=0)
+    assert set(result.stages) == {"mix"} and not result.plan.step and not result.plan.size
+    table = result.stage_table().set_index("stage")
+    assert table.loc["mix", "fitted"] and not table.loc["step", "fitted"]
+    pred = result.predict()
+    assert len(pred) == 8 * 3 and (pred["sd"] > 0).all()
+    with pytest.raises(ValueError, match="needs the step law"):
+        decide.effective_compute_multiplier(result, "m1", "m0")
+
+
+def test_missing_cells_drop_mixtures_with_one_size(campaign):
+    law, runs = campaign
+    # m1 only at the smallest size, m2 lacks the middle size: m1 is left out, m2 kept
+    drop = runs["run"].isin([f"m1_n{j}" for j in (1, 2)] + ["m2_n1"])
+    with pytest.warns(UserWarning, match="seen at one model size only"):
+        result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=4).fit(
+            runs[~drop], seed=0)
+    observed = result.observed_mixtures()
+    assert len(observed) == 7
+    kept = observed[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    lost = runs.loc[runs["run"] == "m1_n0", [MIX_PREFIX + d for d in law.domains]].to_numpy(float)[0]
+    assert not np.any(np.all(np.isclose(kept, lost), axis=1))
+
+
+@pytest.mark.slow
+def test_moments_mode_uses_one_fit_per_stage(campaign):
+    law, runs = campaign
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="moments", n_draws=8,
+                          **SMALL).fit(runs, seed=0)
+    assert result.diagnostics["size"]["lanes"] == 1 and result.diagnostics["mix"]["lanes"] == 1
+    assert result.outputs["step"].sd is not None and (result.outputs["step"].sd > 0).all()
+    table = result.predict()
+    truth = truth_table(law, table)
+    assert np.abs(table["mean"] - truth).mean() < 0.1
+    with pytest.raises(ValueError, match="mode='draws'"):
+        result.error_budget()
+
+
+def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
+    _, runs = campaign
+    one = runs[(runs["size"] == 20_000_000) & (runs["step"] == runs["step"].max())]
+    path = tmp_path / "runs.csv"
+    one.to_csv(path, index=False)
+    out, summary = tmp_path / "pred.csv", tmp_path / "summary.json"
+    code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--optimum", "--baseline", "m0",
+                     "--upper", "web=0.5", "--out", str(out), "--json", str(summary), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "predicted optimum" in printed and "prob_beats" in printed
+    table = pd.read_csv(out)
+    assert {"mixture", "eval", "mean", "lower", "upper", "prob_beats"} <= set(table.columns)
+    content = json.loads(summary.read_text())
+    assert content["optimum"]["feasible"] and content["optimum"]["mixture"]["web"] <= 0.5 + 1e-9
+
+
+def test_cli_pipeline_errors_are_one_line(campaign, tmp_path, capsys):
+    _, runs = campaign
+    one = runs[runs["size"] == 20_000_000]
+    path = tmp_path / "runs.csv"
+    one.to_csv(path, index=False)
+    code = cli.main(["pipeline", str(path), "--target-size", "1e9", "--mode", "point", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "one model size (20000000)" in err and "3 or more sizes" in err
+    with pytest.raises(SystemExit):
+        cli.main(["pipeline", str(path), "--target-size", "-3"])
