@@ -63,7 +63,7 @@ def loo_table(fits: Mapping[str, FitResult]) -> pd.DataFrame:
     for name, result in fits.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # arviz's own k warning is replaced by ours, with the counts
-            loos[name] = az.loo(result.idata, pointwise=True)
+            loos[name] = az.loo(result.idata, pointwise=True, var_name="obs")
         bad[name] = int(np.sum(np.asarray(loos[name].pareto_k) > PARETO_K_MAX))
     for name, count in bad.items():
         if count:

@@ -84,6 +84,9 @@ def run_nuts(
         predictive = Predictive(model, samples)(jax.random.fold_in(key, 1), **{**model_kwargs, "y": None})
     ppc = {"obs": np.asarray(predictive["obs"]).reshape(config.num_chains, config.num_samples, -1)}
     idata = az.from_numpyro(mcmc, coords=dict(coords or {}), dims=dict(dims or {}), log_likelihood=True)
+    extra = [v for v in idata.log_likelihood.data_vars if v != "obs"]
+    if extra:  # numpyro.factor terms (prior pieces) are not observations: keep LOO on "obs" only
+        idata.log_likelihood = idata.log_likelihood.drop_vars(extra)
     idata.add_groups(posterior_predictive=az.from_dict(posterior_predictive=ppc,
                                                        dims={"obs": ["obs_dim"]}).posterior_predictive)
     idata.posterior.attrs.update(
