@@ -224,11 +224,13 @@ def project_box_simplex(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, iters: in
     tau = 0.5 * (a + b)
     shifted = v - tau[:, None]
     free = (shifted > lo) & (shifted < hi)
-    fixed_sum = np.where(shifted <= lo, lo, 0.0).sum(axis=1) + np.where(shifted >= hi, hi, 0.0).sum(axis=1)
+    at_bound = np.where(shifted <= lo, lo, np.where(shifted >= hi, hi, 0.0))  # pinned (lo = hi) counted once
     n_free = free.sum(axis=1)
-    exact = np.where(n_free > 0, (np.where(free, v, 0.0).sum(axis=1) + fixed_sum - 1.0) / np.maximum(n_free, 1), tau)
-    # keep the exact tau only when it stays on the same linear piece
+    exact = np.where(n_free > 0, (np.where(free, v, 0.0).sum(axis=1) + at_bound.sum(axis=1) - 1.0)
+                     / np.maximum(n_free, 1), tau)
+    # keep the exact tau only when it stays on the same linear piece and sums to 1
     still = np.all((v - exact[:, None] >= lo) | ~free, axis=1) & np.all((v - exact[:, None] <= hi) | ~free, axis=1)
+    still &= np.abs(np.clip(v - exact[:, None], lo, hi).sum(axis=1) - 1.0) <= 1e-12
     tau = np.where(still, exact, tau)
     return np.clip(v - tau[:, None], lo, hi)
 
@@ -249,10 +251,11 @@ def project_jax(v: jax.Array, lo: jax.Array, hi: jax.Array, iters: int = 64) -> 
     tau = 0.5 * (a + b)
     shifted = v - tau
     free = (shifted > lo) & (shifted < hi)
-    fixed_sum = jnp.sum(jnp.where(shifted <= lo, lo, 0.0)) + jnp.sum(jnp.where(shifted >= hi, hi, 0.0))
+    at_bound = jnp.sum(jnp.where(shifted <= lo, lo, jnp.where(shifted >= hi, hi, 0.0)))  # pinned counted once
     n_free = jnp.sum(free)
-    exact = (jnp.sum(jnp.where(free, v, 0.0)) + fixed_sum - 1.0) / jnp.maximum(n_free, 1)
+    exact = (jnp.sum(jnp.where(free, v, 0.0)) + at_bound - 1.0) / jnp.maximum(n_free, 1)
     ok = (n_free > 0) & jnp.all(~free | ((v - exact >= lo) & (v - exact <= hi)))
+    ok &= jnp.abs(jnp.sum(jnp.clip(v - exact, lo, hi)) - 1.0) <= 1e-6
     return jnp.clip(v - jnp.where(ok, exact, tau), lo, hi)
 
 
@@ -312,7 +315,7 @@ def _refiner(objective: Callable, lo: jax.Array, hi: jax.Array, steps: int, lear
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             # feasible descent direction: the projected-gradient step of a tiny normalised size
             h = PG_STEP / jnp.maximum(jnp.max(jnp.abs(g)), 1e-300)
-            direction = (r - project_jax(r - h * g, lo, hi)) / PG_STEP
+            direction = (r - project_jax(r - h * g, lo, hi)) / h  # the projected gradient
             updates, state = opt.update(direction, state, r)
             r_new = project_jax(r + updates, lo, hi)
             v_new = objective(r_new)
