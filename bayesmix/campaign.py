@@ -198,18 +198,19 @@ class Campaign:
         if suggest_options and {"q", "seed", "bounds", "pool", "tried", "prefix"} & set(suggest_options):
             raise ValueError("suggest_options may not set q, seed, bounds, pool, tried or prefix; they are campaign "
                              "settings")
-        folder.mkdir(parents=True, exist_ok=True)
-        for sub in ("suggestions", "fits"):
-            (folder / sub).mkdir(exist_ok=True)
         has_runs = runs is not None and len(runs) > 0
-        if has_runs:
+        if has_runs:  # every check before anything is written
             runs = validate_runs(runs)
             run_domains = [c[len(MIX_PREFIX):] for c in mix_columns(runs)]
             if run_domains != list(bounds.domains):
                 raise ValueError(f"the runs have domains {run_domains}, the bounds {bounds.domains}")
+        pool_frame = _pool_frame(pool, bounds.domains) if pool is not None else None
+        folder.mkdir(parents=True, exist_ok=True)
+        for sub in ("suggestions", "fits"):
+            (folder / sub).mkdir(exist_ok=True)
+        if has_runs:
             write_runs(runs, folder / RUNS_FILE)
-        if pool is not None:
-            pool_frame = _pool_frame(pool, bounds.domains)
+        if pool_frame is not None:
             write_table(pool_frame, folder / POOL_FILE)
         state = {
             "version": STATE_VERSION, "round": 0, "phase": "fit" if has_runs else "design", "seed": int(seed),
@@ -326,14 +327,17 @@ class Campaign:
         pool = self.pool()
         if pool is not None:
             r_pool = pool[[MIX_PREFIX + d for d in self.domains]].to_numpy(float)
-            picks = np.random.default_rng(self.seed_of(k)).choice(len(r_pool), size=min(n, len(r_pool)),
-                                                                   replace=False)
+            inside = np.flatnonzero(self.bounds.is_feasible(r_pool, tol=MATCH_TOL))
+            if inside.size == 0:
+                raise CampaignError("no pool mixture lies within the bounds: nothing to run first")
+            picks = inside[np.random.default_rng(self.seed_of(k)).choice(inside.size, size=min(n, inside.size),
+                                                                          replace=False)]
             frame = pool.iloc[np.sort(picks)].reset_index(drop=True)
         else:
             r = cand.space_filling(self.bounds, n, seed=self.seed_of(k))
             frame = cand.mixtures_frame(r, self.domains, labels=[f"r{k}-init{i + 1}" for i in range(len(r))])
         write_table(frame, self._suggestion_path(k))
-        self._save_state(phase="run")
+        self._save_state(phase="run", runs_before=self._run_ids())
 
     def _do_fit(self) -> None:
         k = self.round
@@ -370,17 +374,24 @@ class Campaign:
                         pool=pool, tried=runs, prefix=f"r{k}-next", **options)
         write_table(table, self._suggestion_path(k))
         self._save_state(phase="run", last_incumbent=table.attrs.get("incumbent"),
-                         last_incumbent_mixture=table.attrs.get("incumbent_mixture"))
+                         last_incumbent_mixture=table.attrs.get("incumbent_mixture"), runs_before=self._run_ids())
 
     def _run(self) -> None:
         rows = self.runner(self._missing_suggestions())
         self.add_runs(rows)
 
+    def _run_ids(self) -> list[str]:
+        return sorted(self.runs["run"].astype(str).unique().tolist())
+
     def _missing_suggestions(self) -> pd.DataFrame:
-        """Suggestions of this round whose mixture has no run yet (all of them, unless a
-        previous attempt saved some rows before stopping)."""
+        """Suggestions of this round whose mixture has no run from this round yet (all of them,
+        unless a previous attempt saved some rows before stopping). Runs of earlier rounds do not
+        count: a suggestion may repeat a mixture that was already run."""
         sugg = self.suggestions()
         runs = self.runs
+        before = self.state.get("runs_before")
+        if before is not None:
+            runs = runs[~runs["run"].isin(before)]
         if runs.empty:
             return sugg
         cols = [MIX_PREFIX + d for d in self.domains]
@@ -423,7 +434,8 @@ class Campaign:
                  "fit_seconds": self.state.get("fit_seconds"), **self._best_observed(runs), "time": time.time()}
         history = list(self.state["history"]) + [_jsonable(entry)]
         self._fit = None
-        self._save_state(round=k + 1, phase="fit", history=history, last_incumbent=None, last_incumbent_mixture=None)
+        self._save_state(round=k + 1, phase="fit", history=history, last_incumbent=None, last_incumbent_mixture=None,
+                         runs_before=None)
 
     def _best_observed(self, runs: pd.DataFrame) -> dict:
         """Lowest observed loss (of ``eval``, or the mean over evals) at each run's last step, at the
