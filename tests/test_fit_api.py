@@ -26,7 +26,7 @@ def result(runs):
 
 def test_predict_table_has_labels_and_interval_columns(result):
     table = result.predict(mixtures={"web": 0.5, "code": 0.3, "books": 0.2}, prob=0.8)
-    assert table["eval"].tolist() == ["web", "code", "overall"]
+    assert table["eval"].tolist() == ["code", "web", "overall"]  # eval domains by name, then overall
     assert list(table.columns) == ["mixture", "eval", "mix.web", "mix.code", "mix.books", "mean", "sd", "lower", "upper"]
     assert (table["lower"] < table["mean"]).all() and (table["mean"] < table["upper"]).all()
     assert table.attrs["prob"] == 0.8
@@ -36,7 +36,7 @@ def test_overall_is_the_weighted_sum_of_eval_means(result):
     draws = result.predict(mixtures=[{"web": 0.2, "code": 0.6, "books": 0.2}], kind="mean", draws=True)
     assert isinstance(draws, xr.DataArray) and draws.dims == ("draw", "point")
     assert draws.sizes["draw"] == 2 * 150
-    web, code, overall = (draws.isel(point=i).to_numpy() for i in range(3))
+    code, web, overall = (draws.isel(point=i).to_numpy() for i in range(3))  # eval domains by name
     np.testing.assert_allclose(overall, 0.75 * web + 0.25 * code, rtol=1e-12)
 
 
