@@ -3,6 +3,11 @@
     bayesmix fit RUNS --law mix --out fit.nc        fit a law with NUTS
     bayesmix predict FIT --mixtures FILE            predict with intervals
     bayesmix compare RUNS --laws mix,implicit       rank laws by PSIS-LOO
+    bayesmix pipeline RUNS --target-size N ...      nested step -> size -> mixing prediction
+    bayesmix suggest FIT --q 4 --out next.csv       the next mixtures to run
+    bayesmix train --mixtures FILE --out runs.parquet   proxy runs on the bundled corpus
+    bayesmix report FIT --baseline MIX --out r.html risk-aware HTML report
+    bayesmix demo                                   the main job on the bundled data
 
 Each subcommand lives in ``bayesmix/commands/<name>.py`` (``add_parser`` and
 ``run``). This entry point is the one place that sets process-wide JAX
@@ -16,7 +21,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("fit", "predict", "compare", "report", "demo", "pipeline")
+COMMANDS = ("fit", "predict", "compare", "pipeline", "suggest", "train", "report", "demo")
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError)
 
