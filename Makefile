@@ -17,12 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/bayesmix fit bayesmix/data/example_runs.csv --law mix --chains 2 --warmup 500 --draws 500 --out $(OUT)/fit.nc
-	$(BIN)/bayesmix predict $(OUT)/fit.nc --mixtures bayesmix/data/example_candidates.csv --out $(OUT)/predictions.csv
+	$(BIN)/bayesmix demo --out $(OUT)
 
 # Every test, slow ones included; pytest's exit code 5 (no tests collected) is a failure.
 test: setup
-	$(BIN)/python -m pytest -q -ra; rc=$$?; \
+	$(BIN)/python -m pytest -q -ra -n 2 --durations=20; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-fast: setup
