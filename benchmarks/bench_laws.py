@@ -97,6 +97,7 @@ def run_split(runs, split: int, args, methods) -> list[dict]:
         rows.append({"method": method, **scores(draws, observed), "seconds": seconds,
                      "rhat_max": float(d.rhat_max), "divergences": int(d.divergences)})
         fits[method] = result
+        print(f"split {split}: {method} done in {seconds:.0f} s, MAE {rows[-1]['mae']:.4f}", file=sys.stderr, flush=True)
         if method == "m4" and "point" in methods:
             point = result.predict_point(mixtures=mixtures)["point"].to_numpy()
             rows.append({"method": "point", **point_metrics(point, observed), "seconds": float("nan")})
