@@ -298,7 +298,9 @@ def suggest(
     mixtures (pool-based design; no refinement; mixtures already tried are
     skipped). ``candidates``: extra starting mixtures. ``steps`` of gradient
     refinement from the ``n_starts`` best candidates (0: none). Points of one
-    batch are at least ``min_distance`` apart (total variation).
+    batch are at least ``min_distance`` apart (total variation), and outside a
+    pool at least that far from every mixture already run (re-running a mixture
+    only re-measures its noise).
 
     Returns one row per suggestion: ``mixture`` (``<prefix><k>``), ``mix.*``,
     ``order``, ``acquisition`` (the batch acquisition once the point is added),
@@ -357,6 +359,8 @@ def suggest(
 
     chosen_r, chosen_f, rows = [], np.zeros((f_c.shape[0], 0)), []
     available = np.ones(r_c.shape[0], bool)
+    if len(tried_r) and pool is None:
+        available &= cand.tv_distance(r_c, tried_r).min(axis=1) >= min_distance
     with jax.enable_x64(True):
         settings = {"name": acquisition, "tau_relu": tau_relu, "tau_max": tau_max, "beta": beta}
         for k in range(q):
@@ -377,7 +381,8 @@ def suggest(
                 r_opt, v_opt, info = minimise_on_simplex(negative, bounds, starts, steps=steps,
                                                          learning_rate=learning_rate, seed=seed + k,
                                                          warn_unmoved=False)
-                far = not chosen_r or cand.tv_distance(r_opt[None], np.stack(chosen_r)).min() >= min_distance
+                near = np.concatenate([np.stack(chosen_r), tried_r]) if chosen_r else tried_r
+                far = not len(near) or cand.tv_distance(r_opt[None], near).min() >= min_distance
                 if far and np.isfinite(v_opt) and -v_opt > value_k:
                     start_k = origin[order[int(np.argmin(np.abs(starts - info.start).sum(axis=1)))]]
                     r_k, value_k, refined = r_opt, -v_opt, info.moved
