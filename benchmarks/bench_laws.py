@@ -34,7 +34,15 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import DEFAULT_ANCHORS, coverage, markdown_table, point_metrics, split_runs, write_json  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_ANCHORS,
+    coverage,
+    markdown_table,
+    point_metrics,
+    regmix_eval_rows,
+    split_runs,
+    write_json,
+)
 
 METHODS = ("m4", "implicit", "bimix", "bootstrap", "point", "lightgbm")
 COLUMNS = ["method", "mae", "spearman", "cover50", "cover90", "seconds", "rhat_max", "divergences", "elpd_loo",
@@ -169,24 +177,12 @@ def main(argv=None) -> int:
         return 0
     import jax
 
-    from bayesmix.data import load_regmix
-
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         print(f"unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
         return 2
-    path = os.path.join(args.anchors, "regmix")
-    if not os.path.isdir(path):
-        print(f"no RegMix tables at {path}; pass --anchors", file=sys.stderr)
-        return 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runs = load_regmix(path, split="all")
-    runs = runs[runs["eval"] == args.eval]
-    if runs.empty:
-        print(f"no eval domain {args.eval!r} in the RegMix tables", file=sys.stderr)
-        return 2
+    runs = regmix_eval_rows(args.anchors, args.eval)
     rows = []
     for split in [int(s) for s in args.splits.split(",")]:
         new = run_split(runs, split, args, methods)

@@ -20,7 +20,15 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import DEFAULT_ANCHORS, coverage, markdown_table, point_metrics, split_runs, write_json  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_ANCHORS,
+    coverage,
+    markdown_table,
+    point_metrics,
+    regmix_eval_rows,
+    split_runs,
+    write_json,
+)
 
 
 def parse_args(argv=None):
@@ -70,19 +78,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import jax
 
-    from bayesmix.data import load_regmix
-
-    path = os.path.join(args.anchors, "regmix")
-    if not os.path.isdir(path):
-        print(f"no RegMix tables at {path}; pass --anchors", file=sys.stderr)
-        return 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runs = load_regmix(path, split="all")
-    runs = runs[runs["eval"] == args.eval]
-    if runs.empty:
-        print(f"no eval domain {args.eval!r} in the RegMix tables", file=sys.stderr)
-        return 2
+    runs = regmix_eval_rows(args.anchors, args.eval)
     rows = []
     for split in range(args.splits):
         rows.append(run_split(runs, split, args))

@@ -54,3 +54,27 @@ def write_json(payload: dict, path) -> None:
 def mean_row(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
     """Average numeric columns per label (over splits/seeds)."""
     return frame.groupby(label_column, sort=False).mean(numeric_only=True).reset_index()
+
+
+def regmix_eval_rows(anchors, eval_name: str) -> pd.DataFrame:
+    """The RegMix run table (all 768 runs) restricted to one eval domain.
+
+    Raises SystemExit(2) with a one-line message when the tables or the eval are missing.
+    """
+    import sys
+    import warnings
+
+    from bayesmix.data import load_regmix
+
+    path = Path(anchors) / "regmix"
+    if not path.is_dir():
+        print(f"no RegMix tables at {path}; pass --anchors", file=sys.stderr)
+        raise SystemExit(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = load_regmix(path, split="all")
+    runs = runs[runs["eval"] == eval_name]
+    if runs.empty:
+        print(f"no eval domain {eval_name!r} in the RegMix tables", file=sys.stderr)
+        raise SystemExit(2)
+    return runs
