@@ -96,3 +96,51 @@ def test_demo_end_to_end_on_the_bundled_table(tmp_path):
     assert {"uniform"} <= set(ranking["mixture"]) and ranking["mean"].is_monotonic_increasing
     runs = pd.read_parquet(paths["runs"])
     assert runs["run"].nunique() >= 16
+
+
+@pytest.mark.slow
+def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
+    """--live wiring: suggestions -> trainer -> new rows in the table -> refit -> report.
+
+    The trainer here stands in for the proxy trainer (tested on its own in
+    test_proxy_*): it returns the uniform runs' curves, shifted slightly, under
+    each suggested mixture, at the demo's live sizes.
+    """
+    import dataclasses
+
+    from bayesmix.batched import LaneConfig
+    from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
+
+    runs = demo.simulated_table(seed=0)
+    tiny = LaneConfig(num_chains=1, num_warmup=60, num_samples=30)
+    settings = dataclasses.replace(demo.QUICK, n_draws=4, q=2, n_random=50, budget=False, fit_config=tiny,
+                                   lane_config=tiny, curve_config=dataclasses.replace(tiny, dense_mass=True))
+    calls = []
+
+    def trainer(suggestions, *, round_index, settings, workdir, progress=None):
+        calls.append((round_index, suggestions[mix_columns(suggestions)].to_numpy()))
+        template = runs[runs["run"].str.startswith("uniform@")]
+        rows = []
+        for k, (_, row) in enumerate(suggestions.iterrows()):
+            new = template.assign(run=template["run"].str.replace("uniform", f"live{round_index}-{k + 1}"),
+                                  loss=template["loss"] * (1.0 - 0.01 * (k + 1)))
+            for c in mix_columns(suggestions):
+                new[c] = float(row[c])
+            rows.append(new)
+        return pd.concat(rows, ignore_index=True)
+
+    lines = []
+    paths = demo.run_demo(tmp_path / "out", live=1, seed=0, settings=settings, runs=runs, progress=False,
+                          log=lines.append, trainer=trainer)
+    assert [c[0] for c in calls] == [1] and calls[0][1].shape == (2, 5)
+    np.testing.assert_allclose(calls[0][1].sum(axis=1), 1.0, atol=1e-9)
+    table = pd.read_parquet(paths["runs"])
+    live = table[table["run"].str.startswith("live1-")]
+    assert live["run"].nunique() == 2 * 3  # two mixtures at the template's three sizes
+    got = live.drop_duplicates("run").sort_values("run")[[MIX_PREFIX + d for d in
+                                                          ("code", "english", "spanish", "dictionary", "tables")]]
+    np.testing.assert_allclose(np.unique(got.to_numpy().round(12), axis=0),
+                               np.unique(calls[0][1].round(12), axis=0))
+    assert any(line.startswith("live round 1/1: training 2 suggested mixtures") for line in lines)
+    assert sum("pipeline fitted" in line for line in lines) == 2
+    assert "live rounds" in paths["report"].read_text(encoding="utf-8")
