@@ -1,6 +1,7 @@
 """Benchmarks of the nested pipeline: calibration, real curves, speed.
 
     python benchmarks/bench_pipeline.py --part calibration --campaigns 20 --out out/bench_pipeline_cal.json
+    python benchmarks/bench_pipeline.py --part calibration --campaigns 10 --first-campaign 10 ...  # second half
     python benchmarks/bench_pipeline.py --part gemstones --out out/bench_pipeline_gem.json
     python benchmarks/bench_pipeline.py --part speed --draws 128 --out out/bench_pipeline_speed.json
 
@@ -80,7 +81,7 @@ def pipeline_for(mode: str, draws: int) -> Pipeline:
 
 def part_calibration(args) -> dict:
     rows = []
-    for c in range(args.campaigns):
+    for c in range(args.first_campaign, args.first_campaign + args.campaigns):
         law, runs = campaign(100 + c, n_mix=12, n_domains=4, n_evals=3, sizes=[2e6, 6e6, 2e7], n_steps=10)
         for mode in MODES:
             t0 = time.perf_counter()
@@ -104,7 +105,7 @@ def part_calibration(args) -> dict:
                            ["mode", "cov50", "cov90", "cov50_gap", "cov90_gap", "mae", "width90", "width_vs_point",
                             "lane_fail_max", "seconds"])
     return {"table": table, "summary": summary.to_dict(orient="records"), "rows": rows,
-            "settings": {"campaigns": args.campaigns, "draws": args.draws, "grid": "12 mixtures x 4 domains x 3 "
+            "settings": {"campaigns": args.campaigns, "first_campaign": args.first_campaign, "draws": args.draws, "grid": "12 mixtures x 4 domains x 3 "
                          "sizes (2e6, 6e6, 2e7) x 10 checkpoints (1k..30k) x 3 evals", "target": [TARGET_SIZE,
                                                                                                TARGET_STEP]}}
 
@@ -212,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=["calibration", "gemstones", "speed", "all"], default="all")
     parser.add_argument("--anchors", default=str(DEFAULT_ANCHORS), help="folder of the public anchor tables")
     parser.add_argument("--campaigns", type=int, default=20, help="simulated campaigns (calibration)")
+    parser.add_argument("--first-campaign", type=int, default=0,
+                        help="index of the first campaign (to split the calibration across processes)")
     parser.add_argument("--draws", type=int, default=128, help="upstream draws D = bootstrap resamples")
     parser.add_argument("--min-step", type=int, default=2000, help="gemstones: warm-up checkpoints excluded")
     parser.add_argument("--out", help="write results as JSON here")
