@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_ANCHORS, markdown_table, write_json
+from common import DEFAULT_ANCHORS, markdown_table, regmix_eval_rows, write_json
 
 from bayesmix import candidates as cand
 from bayesmix.batched import LaneConfig, LaneSampler
@@ -58,12 +58,8 @@ STRATEGIES = ("qlogei", "random", "algorithm2")
 
 
 def load_pool(anchors: Path, eval_name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    from bayesmix.data import load_regmix
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runs = load_regmix(anchors / "regmix", split="all")
-    rows = runs[runs["eval"] == eval_name].reset_index(drop=True)
+    """RegMix's runs as a pool: proportions (N, M), losses (N,), run names, domains."""
+    rows = regmix_eval_rows(anchors, eval_name).reset_index(drop=True)
     cols = [c for c in rows.columns if c.startswith(MIX_PREFIX)]
     return (rows[cols].to_numpy(float), rows["loss"].to_numpy(float), rows["run"].astype(str).tolist(),
             [c[len(MIX_PREFIX):] for c in cols])
@@ -319,9 +315,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.part == "regmix":
-        if not (Path(args.anchors) / "regmix").is_dir():
-            print(f"no RegMix tables under {args.anchors}; pass --anchors", file=sys.stderr)
-            return 2
         payload = bench_regmix(args)
     else:
         payload = bench_nested(args)
