@@ -467,14 +467,16 @@ def _diag_line(row: pd.Series) -> str:
     rhat = f"max R-hat {row['rhat_max']:.3f}" if pd.notna(row.get("rhat_max")) else "R-hat not computed"
     lanes = row.get("lanes")
     if pd.notna(lanes) and int(lanes) > 1:
-        return (f"{row['part']}: {row.get('fail_fraction', 0.0):.0%} of {int(lanes)} lanes flagged, {rhat}, "
-                f"{int(row.get('divergences', 0))} divergences")
+        pooled = row.get("rhat_pooled")
+        pooled = f"pooled R-hat {pooled:.3f}, " if pd.notna(pooled) else ""
+        return (f"{row['part']}: {pooled}{row.get('fail_fraction', 0.0):.0%} of {int(lanes)} lanes above the "
+                f"per-lane R-hat threshold, {rhat}, {int(row.get('divergences', 0))} divergences")
     return f"{row['part']}: {rhat}, {int(row.get('divergences', 0))} divergences"
 
 
 def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = pd.DataFrame({"part": diagnostics["part"].astype(str)})
-    for col, fmt in (("rhat_max", "{:.3f}"), ("ess_bulk_min", "{:.0f}"), ("ess_tail_min", "{:.0f}"),
+    for col, fmt in (("rhat_max", "{:.3f}"), ("rhat_pooled", "{:.3f}"), ("ess_bulk_min", "{:.0f}"), ("ess_tail_min", "{:.0f}"),
                      ("divergences", "{:.0f}"), ("ebfmi_min", "{:.2f}"), ("lanes", "{:.0f}"),
                      ("fail_fraction", "{:.0%}")):
         if col in diagnostics and diagnostics[col].notna().any():
@@ -802,7 +804,7 @@ def report_from_pipeline(
     the landscape figure) are shown when given. ``runs``: the run table, for the
     data summary.
     """
-    from bayesmix.pipeline import LANE_FAIL_MAX
+    from bayesmix.pipeline import lanes_failed
 
     domains = result.domains
     step_labels = result.outputs["step"].labels
@@ -821,11 +823,13 @@ def report_from_pipeline(
     for name, diag in result.diagnostics.items():
         lanes = int(diag.get("lanes", 1))
         frac = float(diag.get("fail_fraction", 0.0))
-        ok = frac <= LANE_FAIL_MAX if lanes > 1 else frac == 0.0
-        problems = "" if ok else (f"{frac:.0%} of {lanes} lanes fail R-hat or have divergences" if lanes > 1
-                                  else f"R-hat {diag.get('rhat_max', float('nan')):.3f}, "
-                                       f"{diag.get('divergences', 0)} divergences")
+        ok = not lanes_failed(diag)
+        problems = "" if ok else (f"R-hat pooled over lanes {diag.get('rhat_pooled', float('nan')):.3f}, "
+                                  f"{diag.get('lanes_with_divergences', 0)} of {lanes} lanes with divergences"
+                                  if lanes > 1 else f"R-hat {diag.get('rhat_max', float('nan')):.3f}, "
+                                                    f"{diag.get('divergences', 0)} divergences")
         rows.append({"part": stage_names.get(name, name), "rhat_max": diag.get("rhat_max", np.nan),
+                     "rhat_pooled": diag.get("rhat_pooled", np.nan),
                      "divergences": diag.get("divergences", 0), "lanes": lanes, "fail_fraction": frac,
                      "ok": ok, "problems": problems})
     diagnostics = pd.DataFrame(rows)

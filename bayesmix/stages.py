@@ -28,11 +28,11 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.batched import LaneConfig, LaneSampler, LaneSamples
+from bayesmix.batched import LaneConfig, LaneSampler, LaneSamples, WarmStart
 from bayesmix.data import RunTableError
 from bayesmix.laws import LawData, Query, get_law, m4_mean, power_law_mean
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
-from bayesmix.laws.powerlaw import likelihood, observation_scale
+from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import MIN_SIZES
 
 
@@ -193,7 +193,7 @@ def pooled_size_model(data: dict, priors: dict, y=None):
     tau_f = numpyro.sample("floor_logit_tau", dist.HalfNormal(priors["floor_logit_tau"]))
     with numpyro.plate("eval", data["n_evals"]):
         a = numpyro.sample("exponent_log", dist.Normal(priors["exponent_log_loc"], priors["exponent_log_sd"]))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
+    sigma = noise_scale_site(data, priors, data["n_evals"])
     with numpyro.plate("curve", n_curves):
         z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
         f = numpyro.sample("floor_logit", dist.Normal(mu_f, tau_f))
@@ -229,13 +229,15 @@ def pooled_size_init(data: LawData, point: dict[str, np.ndarray], priors: dict) 
     }
 
 
-def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
+def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, fixed: tuple[str, ...] = ()):
     """The stage's numpyro model of one dataset, its lane-invariant arrays, and a cache key.
 
     Returns ``(model, static, key)``: ``model(batch)`` reads the observations
     ``batch["y"]`` (n_obs,) and every data array from ``batch`` (``static`` holds
     them, to be repeated over lanes); only integers and priors are captured, so
     ``key`` identifies the compiled program (see :class:`bayesmix.batched.LaneSampler`).
+    ``fixed``: names of per-lane arrays the batch will also carry (``"sigma"``: the
+    noise scale fixed rather than sampled).
     """
     static = {k: np.asarray(v, float if k in ("loss_scale",) else None) for k, v in stage.data.arrays.items()
               if isinstance(v, (np.ndarray, float))}
@@ -253,7 +255,8 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
         data = {k: v for k, v in batch.items() if k != "y"}
         law_model({**data, **ints}, priors, y=batch["y"])
 
-    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None)
+    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None,
+           tuple(sorted(fixed)))
     return model, static, key
 
 
@@ -271,20 +274,28 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
 
 
 def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
-                 meas_sd: np.ndarray | None = None) -> LaneSamples:
+                 meas_sd: np.ndarray | None = None, fixed: dict[str, np.ndarray] | None = None,
+                 warm_start: WarmStart | None = None) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
-    Every lane starts at the point fit of the mean dataset. Run inside x64.
+    Every lane starts at the point fit of the mean dataset, or from ``warm_start``.
+    ``fixed``: per-lane values (K, ...) of parameters held fixed (``sigma``).
+    Run inside x64.
     """
+    fixed = dict(fixed or {})
     mean = values.mean(axis=0)
     point = point_fit(stage, mean, seed=seed, n_starts=n_starts)
-    init = init_values(stage, mean, point)
-    model, static, key = lane_model(stage, meas_sd)
+    init = {k: v for k, v in init_values(stage, mean, point).items() if k not in fixed}
+    model, static, key = lane_model(stage, meas_sd, tuple(fixed))
     K = values.shape[0]
-    batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
+    wrong = {k: np.shape(v) for k, v in fixed.items() if np.shape(v)[:1] != (K,)}
+    if wrong:
+        raise ValueError(f"fixed values need a leading axis of {K} datasets, got {wrong}")
+    batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()},
+             **{k: np.asarray(v, float) for k, v in fixed.items()}}
     sampler = LaneSampler(model, {k: v[0] for k, v in batch.items()}, config=config, init_values=init,
                           keep=tuple(stage.law.param_dims), seed=seed, cache_key=key)
-    return sampler(batch, seed=seed + 1)
+    return sampler(batch, seed=seed + 1, warm_start=warm_start)
 
 
 def predict_stage(stage: Stage, params: dict[str, np.ndarray], query: Query | None = None) -> np.ndarray:

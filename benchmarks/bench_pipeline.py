@@ -166,7 +166,7 @@ def part_gemstones(args) -> dict:
                                                  n_boot=args.draws, seed=1, n_starts=16, boot_starts=4, rng=rng)
             else:
                 params2 = fit_downstream(pipeline, stage2, values[:, stage2.inputs],
-                                         None if sd is None else sd[stage2.inputs], seed=1).pooled()
+                                         None if sd is None else sd[stage2.inputs], seed=1)[0].pooled()
             pred2 = st.predict_stage(stage2, params2, query)
         truth2 = final.loc[big["run"]].to_numpy()
         rows.append({"mode": mode, "task": "size: <200M -> 475M..2B at final step", "n": len(truth2),

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from bayesmix import stages as st
-from bayesmix.batched import LaneConfig, LaneSampler, sample_lanes, split_rhat
+from bayesmix.batched import LaneConfig, LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
 from bayesmix.budget import shares
 from bayesmix.curves import population_prior, robust_location_scale
 from bayesmix.data import RunTableError
 from bayesmix.laws import resolve_priors
-from bayesmix.pipeline import Pipeline
+from bayesmix.pipeline import Pipeline, lanes_failed
 from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
 
@@ -201,3 +201,58 @@ def test_observed_at_target_takes_each_runs_last_checkpoint(campaign):
     assert len(labels) == runs["run"].nunique() and isinstance(labels, pd.DataFrame)
     expected = runs[(runs["step"] == 8000) & (runs["eval"] == "e1")].set_index("run")["loss"]
     np.testing.assert_allclose(loss, expected.loc[labels["run"]].to_numpy())
+
+
+def test_pooled_split_rhat_hand_values():
+    # two lanes, two chains, four draws, one quantity; halves of length 2
+    x = np.array([[[0.0, 2.0, 0.0, 2.0], [1.0, 3.0, 1.0, 3.0]],
+                  [[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]]])[..., None]  # (D=2, C=2, S=4, K=1)
+    # lane 0: 4 sequences, each within-variance 2, means 1, 1, 2, 2 -> between_n = 1/3
+    # lane 1: constant -> W = 0, between 0
+    # pooled: W = (2 + 0) / 2 = 1, var+ = ((1/2 * 2 + 1/3) + 0) / 2 = 2/3 -> R = sqrt(2/3)
+    np.testing.assert_allclose(pooled_split_rhat(x), [np.sqrt(2 / 3)])
+    # lanes with different targets but well-mixed chains pool to about 1; one stuck lane shows
+    rng = np.random.default_rng(0)
+    good = rng.normal(np.arange(50.0)[:, None, None, None], 1.0, (50, 2, 200, 3))
+    assert abs(pooled_split_rhat(good).max() - 1.0) < 0.01
+    bad = good.copy()
+    bad[:25, 1] += 2.0  # half the lanes have a chain in the wrong place
+    assert pooled_split_rhat(bad).min() > 1.1
+
+
+def test_lanes_failed_judges_the_stage_as_a_whole():
+    assert not lanes_failed({"lanes": 128, "rhat_pooled": 1.005, "lanes_with_divergences": 3, "fail_fraction": 0.6})
+    assert lanes_failed({"lanes": 128, "rhat_pooled": 1.03, "lanes_with_divergences": 0})
+    assert lanes_failed({"lanes": 128, "rhat_pooled": 1.0, "lanes_with_divergences": 20})
+    assert lanes_failed({"lanes": 1, "fail_fraction": 1.0}) and not lanes_failed({"lanes": 1, "fail_fraction": 0.0})
+
+
+def test_warm_start_keeps_the_anchor_geometry_and_drops_fixed_sites():
+    rng = np.random.default_rng(1)
+    y = 3.0 + 2.0 * rng.standard_normal((6, 40))
+    config = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
+    with jax.enable_x64(True):
+        sampler = LaneSampler(normal_model, {"y": y[0]}, config=config)
+        anchor = sampler({"y": y[:1]}, seed=0)
+        a = anchor.adaptation
+        assert a["names"] == ["mu", "sigma"] and a["last"].shape == (1, 2, 2)
+        warm = anchor.warm_start()
+        np.testing.assert_allclose(warm.inverse_mass_matrix, a["inverse_mass_matrix"][0].mean(axis=0))
+        np.testing.assert_allclose(warm.positions, a["last"][0])
+        only_mu = anchor.warm_start(drop=("sigma",))
+        np.testing.assert_allclose(only_mu.inverse_mass_matrix, warm.inverse_mass_matrix[:1])
+        with pytest.raises(KeyError, match="cannot drop"):
+            anchor.warm_start(drop=("tau",))
+        short = LaneSampler(normal_model, {"y": y[0]}, config=LaneConfig(2, 50, 100))
+        lanes = short({"y": y}, seed=1, warm_start=warm)
+        post = lanes.samples["mu"].reshape(6, -1)
+        np.testing.assert_allclose(post.mean(axis=1), y.mean(axis=1), atol=0.2)
+        assert lanes.rhat_pooled < 1.05
+        with pytest.raises(ValueError, match="coordinates"):
+            short({"y": y}, seed=1, warm_start=only_mu)
+        with pytest.raises(ValueError, match="dense"):
+            short({"y": y}, seed=1, warm_start=WarmStart(1.0, np.eye(2), warm.positions))
+    with pytest.raises(ValueError, match="step_size"):
+        WarmStart(0.0, np.ones(2), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="positions"):
+        WarmStart(1.0, np.ones(3), np.zeros((2, 2)))

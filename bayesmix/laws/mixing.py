@@ -28,7 +28,7 @@ from bayesmix.data import RunTableError
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.pointfit import multistart_fit
-from bayesmix.laws.powerlaw import likelihood, observation_scale
+from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import rows_at_step
 
 OVERALL = "overall"
@@ -57,7 +57,7 @@ def m4_model(data: dict, priors: dict, y=None):
         floor_logit = numpyro.sample("floor_logit", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
         level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * level_z))
         floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(floor_logit))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
+    sigma = noise_scale_site(data, priors, n_evals)
     run, e = data["run"], data["eval"]
     mean = floor[e] + (level[e] - floor[e]) * jnp.exp(jnp.sum(data["r_centered"][run] * t[e], axis=-1))
     with numpyro.plate("obs_dim", mean.shape[0]):

@@ -50,6 +50,16 @@ def observation_scale(sigma, data: dict):
     return sigma if meas is None else jnp.sqrt(sigma**2 + meas**2)
 
 
+def noise_scale_site(data: dict, priors: dict, n_evals: int):
+    """Noise sd per eval domain, (E,): ``sigma_e ~ HalfNormal(noise_scale * loss_scale)``, or
+    fixed to ``data["sigma"]`` (E,) when the data carry it (the nested pipeline's
+    draws lanes, whose noise is the structural scatter estimated once upstream)."""
+    if "sigma" in data:
+        return numpyro.deterministic("sigma", jnp.broadcast_to(data["sigma"], (n_evals,)))
+    with numpyro.plate("eval", n_evals):
+        return numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
+
+
 def power_law_model(data: dict, priors: dict, y=None):
     """Hierarchical numpyro model of many power-law curves; see module docstring.
 
@@ -68,8 +78,7 @@ def power_law_model(data: dict, priors: dict, y=None):
         level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * z))
         floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(mu_f + tau_f * u))
         exponent = numpyro.deterministic("exponent", jnp.exp(mu_a + tau_a * v))
-    with numpyro.plate("eval", data["n_evals"]):
-        sigma = numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
+    sigma = noise_scale_site(data, priors, data["n_evals"])
     c = data["curve"]
     mu = power_law_mean(data["x_scaled"], level[c], floor[c], exponent[c])
     with numpyro.plate("obs_dim", mu.shape[0]):
