@@ -229,15 +229,13 @@ def pooled_size_init(data: LawData, point: dict[str, np.ndarray], priors: dict) 
     }
 
 
-def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, fixed: tuple[str, ...] = ()):
+def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
     """The stage's numpyro model of one dataset, its lane-invariant arrays, and a cache key.
 
     Returns ``(model, static, key)``: ``model(batch)`` reads the observations
     ``batch["y"]`` (n_obs,) and every data array from ``batch`` (``static`` holds
     them, to be repeated over lanes); only integers and priors are captured, so
     ``key`` identifies the compiled program (see :class:`bayesmix.batched.LaneSampler`).
-    ``fixed``: names of per-lane arrays the batch will also carry (``"sigma"``: the
-    noise scale fixed rather than sampled).
     """
     static = {k: np.asarray(v, float if k in ("loss_scale",) else None) for k, v in stage.data.arrays.items()
               if isinstance(v, (np.ndarray, float))}
@@ -255,8 +253,7 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, fixed: tuple[str
         data = {k: v for k, v in batch.items() if k != "y"}
         law_model({**data, **ints}, priors, y=batch["y"])
 
-    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None,
-           tuple(sorted(fixed)))
+    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None)
     return model, static, key
 
 
@@ -274,25 +271,18 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
 
 
 def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
-                 meas_sd: np.ndarray | None = None, fixed: dict[str, np.ndarray] | None = None,
-                 warm_start: WarmStart | None = None) -> LaneSamples:
+                 meas_sd: np.ndarray | None = None, warm_start: WarmStart | None = None) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
-    Every lane starts at the point fit of the mean dataset, or from ``warm_start``.
-    ``fixed``: per-lane values (K, ...) of parameters held fixed (``sigma``).
-    Run inside x64.
+    Every lane starts at the point fit of the mean dataset, or from ``warm_start``
+    (see :mod:`bayesmix.batched`). Run inside x64.
     """
-    fixed = dict(fixed or {})
     mean = values.mean(axis=0)
     point = point_fit(stage, mean, seed=seed, n_starts=n_starts)
-    init = {k: v for k, v in init_values(stage, mean, point).items() if k not in fixed}
-    model, static, key = lane_model(stage, meas_sd, tuple(fixed))
+    init = init_values(stage, mean, point)
+    model, static, key = lane_model(stage, meas_sd)
     K = values.shape[0]
-    wrong = {k: np.shape(v) for k, v in fixed.items() if np.shape(v)[:1] != (K,)}
-    if wrong:
-        raise ValueError(f"fixed values need a leading axis of {K} datasets, got {wrong}")
-    batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()},
-             **{k: np.asarray(v, float) for k, v in fixed.items()}}
+    batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
     sampler = LaneSampler(model, {k: v[0] for k, v in batch.items()}, config=config, init_values=init,
                           keep=tuple(stage.law.param_dims), seed=seed, cache_key=key)
     return sampler(batch, seed=seed + 1, warm_start=warm_start)

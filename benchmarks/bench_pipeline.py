@@ -75,6 +75,15 @@ def campaign(seed: int, *, n_mix: int, n_domains: int, n_evals: int, sizes, n_st
     return law, simulate_campaign(law, mixtures, sizes=sizes, steps=steps, seed=seed + 2000)
 
 
+def worst_diagnostics(result) -> dict:
+    """Worst share of lanes above the per-lane R-hat threshold, and worst R-hat pooled
+    over lanes, across the stages (NaN where no stage has lanes with chains)."""
+    diags = result.diagnostics.values()
+    pooled = [v["rhat_pooled"] for v in diags if np.isfinite(v.get("rhat_pooled", np.nan))]
+    return {"lane_fail_max": max(v.get("fail_fraction", 0.0) for v in diags),
+            "rhat_pooled_max": max(pooled) if pooled else float("nan")}
+
+
 def pipeline_for(mode: str, draws: int) -> Pipeline:
     return Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode=mode, n_draws=draws, progress=False)
 
@@ -90,9 +99,8 @@ def part_calibration(args) -> dict:
                 result = pipeline_for(mode, args.draws).fit(runs, seed=c)
             seconds = time.perf_counter() - t0
             draws = result.predict(draws=True)
-            fails = {k: v.get("fail_fraction", 0.0) for k, v in result.diagnostics.items()}
             rows.append({"campaign": c, "mode": mode, "seconds": seconds, **interval_stats(draws.to_numpy(),
-                         target_truth(law, draws)), "lane_fail_max": max(fails.values())})
+                         target_truth(law, draws)), **worst_diagnostics(result)})
             print(f"campaign {c} {mode}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[-1].items()
                                                         if isinstance(v, float)), flush=True)
     frame = pd.DataFrame(rows)
@@ -103,7 +111,7 @@ def part_calibration(args) -> dict:
     summary["cov50_gap"] = summary["cov50"] - 0.5
     table = markdown_table(summary.to_dict(orient="records"),
                            ["mode", "cov50", "cov90", "cov50_gap", "cov90_gap", "mae", "width90", "width_vs_point",
-                            "lane_fail_max", "seconds"])
+                            "lane_fail_max", "rhat_pooled_max", "seconds"])
     return {"table": table, "summary": summary.to_dict(orient="records"), "rows": rows,
             "settings": {"campaigns": args.campaigns, "first_campaign": args.first_campaign, "draws": args.draws, "grid": "12 mixtures x 4 domains x 3 "
                          "sizes (2e6, 6e6, 2e7) x 10 checkpoints (1k..30k) x 3 evals", "target": [TARGET_SIZE,
@@ -191,8 +199,7 @@ def part_speed(args) -> dict:
             draws = result.predict(draws=True)
             rows.append({"mode": "draws (NUTS)" if mode == "draws" else "bootstrap of point chain",
                          "run": attempt, "seconds": seconds, **{f"{k}_s": v for k, v in result.seconds.items()},
-                         **interval_stats(draws.to_numpy(), target_truth(law, draws)),
-                         "lane_fail_max": max(v.get("fail_fraction", 0.0) for v in result.diagnostics.values())})
+                         **interval_stats(draws.to_numpy(), target_truth(law, draws)), **worst_diagnostics(result)})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     for attempt in ("cold", "warm"):
@@ -201,7 +208,7 @@ def part_speed(args) -> dict:
         frame.loc[sel, "ratio_vs_bootstrap"] = frame.loc[sel, "seconds"] / base
     table = markdown_table(frame.to_dict(orient="records"),
                            ["mode", "run", "seconds", "step_s", "size_s", "mix_s", "ratio_vs_bootstrap", "cov90",
-                            "mae", "lane_fail_max"], floatfmt=".2f")
+                            "mae", "lane_fail_max", "rhat_pooled_max"], floatfmt=".3f")
     return {"table": table, "rows": frame.to_dict(orient="records"), "device": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "settings": {"draws": args.draws, "grid": "20 mixtures x 5 domains x 4 sizes x 10 checkpoints x 5 evals",

@@ -51,11 +51,7 @@ def observation_scale(sigma, data: dict):
 
 
 def noise_scale_site(data: dict, priors: dict, n_evals: int):
-    """Noise sd per eval domain, (E,): ``sigma_e ~ HalfNormal(noise_scale * loss_scale)``, or
-    fixed to ``data["sigma"]`` (E,) when the data carry it (the nested pipeline's
-    draws lanes, whose noise is the structural scatter estimated once upstream)."""
-    if "sigma" in data:
-        return numpyro.deterministic("sigma", jnp.broadcast_to(data["sigma"], (n_evals,)))
+    """Noise sd per eval domain, (E,): ``sigma_e ~ HalfNormal(noise_scale * loss_scale)``."""
     with numpyro.plate("eval", n_evals):
         return numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
 
