@@ -65,7 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", help="write a JSON summary (stages, diagnostics, budget, optimum) here")
     group = p.add_argument_group("sampler")
     group.add_argument("--chains", type=_count, default=2, help="chains per downstream lane (default 2)")
-    group.add_argument("--warmup", type=_count, default=300, help="warm-up per downstream lane (default 300)")
+    group.add_argument("--warmup", type=_count, default=100,
+                       help="warm-up per downstream lane, after the long anchor fit it starts from (default 100)")
     group.add_argument("--draws", type=_count, default=100, help="kept draws per chain and lane (default 100)")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument("--strict", action="store_true", help="fail (exit 2) when a stage's convergence checks fail")
