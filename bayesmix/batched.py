@@ -114,8 +114,7 @@ class LaneSamples:
     ``rhat_pooled``: the worst R-hat pooled over lanes (:func:`pooled_split_rhat`).
     ``adaptation``: the end of warm-up of every chain, ``step_size`` (D, chains),
     ``inverse_mass_matrix`` (D, chains, n[, n]) and ``last`` (D, chains, n) flat
-    unconstrained positions after the last draw, with ``names``/``shapes``, the
-    unconstrained sites in flattening order (see :meth:`warm_start`).
+    unconstrained positions after the last draw (see :meth:`warm_start`).
     """
 
     samples: dict[str, np.ndarray]
@@ -126,26 +125,14 @@ class LaneSamples:
     adaptation: dict | None = None
     rhat_pooled: float = float("nan")
 
-    def warm_start(self, lane: int = 0, drop: tuple[str, ...] = ()) -> WarmStart:
-        """A :class:`WarmStart` from lane ``lane``'s chains, for a model without the
-        unconstrained sites in ``drop`` (e.g. a noise scale fixed in the lanes).
-
-        Step size: median over chains; inverse mass matrix: mean over chains,
-        restricted to the kept coordinates; positions: each chain's last one.
-        """
+    def warm_start(self, lane: int = 0) -> WarmStart:
+        """A :class:`WarmStart` from lane ``lane``'s chains: step size, the median over
+        chains; inverse mass matrix, the mean over chains; positions, each chain's last."""
         if self.adaptation is None:
             raise ValueError("these samples carry no adaptation state")
         a = self.adaptation
-        unknown = sorted(set(drop) - set(a["names"]))
-        if unknown:
-            raise KeyError(f"cannot drop {unknown}: the unconstrained sites are {a['names']}")
-        sizes = [int(np.prod(shape)) for shape in a["shapes"]]
-        offsets = np.cumsum([0, *sizes])
-        keep = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(a["names"])
-                               if name not in drop] or [np.zeros(0, int)])
-        imm = a["inverse_mass_matrix"][lane].mean(axis=0)
-        imm = imm[np.ix_(keep, keep)] if imm.ndim == 2 else imm[keep]
-        return WarmStart(float(np.median(a["step_size"][lane])), imm, a["last"][lane][:, keep])
+        return WarmStart(float(np.median(a["step_size"][lane])), a["inverse_mass_matrix"][lane].mean(axis=0),
+                         a["last"][lane])
 
     def checked(self, quantities: Mapping[str, np.ndarray]) -> LaneSamples:
         """A copy whose R-hat is computed on ``quantities`` (name -> (D, chains, draws, ...)),
@@ -182,58 +169,65 @@ class LaneSamples:
         }
 
 
-def split_rhat(x: np.ndarray) -> np.ndarray:
-    """Split R-hat (Gelman et al., BDA3 eq. 11.4) over axis 1 (chains), axis 2 (draws).
+def split_variances(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within-sequence variance W and var+ = (n - 1)/n W + B/n of split chains.
 
-    x: (D, C, S, K) -> (D, K). Each chain is halved, giving 2C sequences of
-    n = S // 2 draws; R = sqrt(((n - 1)/n W + B/n) / W) with W the mean
-    within-sequence variance and B/n the variance of the sequence means.
+    x: (D, C, S, K) -> two (D, K) arrays. Each chain is halved, giving 2C
+    sequences of n = S // 2 draws; W is their mean variance and B/n the variance
+    of their means (Gelman et al., BDA3 eq. 11.4).
     """
     n = x.shape[2] // 2
     halves = np.concatenate([x[:, :, :n], x[:, :, -n:]], axis=1)  # (D, 2C, n, K)
-    means = halves.mean(axis=2)
     within = halves.var(axis=2, ddof=1).mean(axis=1)
-    between_n = means.var(axis=1, ddof=1)
-    var_plus = (n - 1) / n * within + between_n
+    between_n = halves.mean(axis=2).var(axis=1, ddof=1)
+    return within, (n - 1) / n * within + between_n
+
+
+def _rhat_ratio(within: np.ndarray, var_plus: np.ndarray) -> np.ndarray:
+    """sqrt(var+ / W); 1 for constant draws, inf when only the sequence means vary."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        rhat = np.sqrt(var_plus / within)
-    return np.where(within > 0, rhat, np.where(between_n > 0, np.inf, 1.0))
+        return np.where(within > 0, np.sqrt(var_plus / within), np.where(var_plus > 0, np.inf, 1.0))
+
+
+def split_rhat(x: np.ndarray) -> np.ndarray:
+    """Split R-hat over axis 1 (chains), axis 2 (draws): x (D, C, S, K) -> (D, K).
+
+    R = sqrt(var+ / W) (see :func:`split_variances`).
+    """
+    return _rhat_ratio(*split_variances(x))
 
 
 def pooled_split_rhat(x: np.ndarray) -> np.ndarray:
     """Split R-hat pooled over lanes: x (D, C, S, K) -> (K,).
 
     Every lane d has its own target, so chains are compared only within their
-    lane: with W_dk and B_dk/n the within- and between-sequence variances of
-    lane d (as in :func:`split_rhat`), R_k = sqrt(mean_d var+_dk / mean_d W_dk),
-    var+_dk = (n - 1)/n W_dk + B_dk/n. With D lanes the between-chain term has
-    D (2C - 1) degrees of freedom instead of 2C - 1.
+    lane: with W_dk and var+_dk of lane d (:func:`split_variances`),
+    R_k = sqrt(mean_d var+_dk / mean_d W_dk). With D lanes the between-chain
+    term has D (2C - 1) degrees of freedom instead of 2C - 1.
     """
-    n = x.shape[2] // 2
-    halves = np.concatenate([x[:, :, :n], x[:, :, -n:]], axis=1)  # (D, 2C, n, K)
-    within = halves.var(axis=2, ddof=1).mean(axis=1)  # (D, K)
-    between_n = halves.mean(axis=2).var(axis=1, ddof=1)
-    w, v = within.mean(axis=0), ((n - 1) / n * within + between_n).mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(w > 0, np.sqrt(v / w), np.where(v > 0, np.inf, 1.0))
+    within, var_plus = split_variances(x)
+    return _rhat_ratio(within.mean(axis=0), var_plus.mean(axis=0))
+
+
+def _scalars(samples: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Every scalar of every variable as columns, (D, C, S, K); None when R-hat is
+    not computable (one chain, or fewer than 4 draws)."""
+    stacked = np.concatenate([v.reshape(v.shape[:3] + (-1,)) for v in samples.values()], axis=-1)
+    return None if stacked.shape[1] < 2 or stacked.shape[2] < 4 else stacked
 
 
 def lane_rhat(samples: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Worst split R-hat over every scalar of every variable: (D,)."""
-    columns = [v.reshape(v.shape[:3] + (-1,)) for v in samples.values()]
-    stacked = np.concatenate(columns, axis=-1)
-    if stacked.shape[1] < 2 or stacked.shape[2] < 4:
-        return np.full(stacked.shape[0], np.nan)
+    """Worst split R-hat over every scalar of every variable: (D,) (NaN with one chain)."""
+    stacked = _scalars(samples)
+    if stacked is None:
+        return np.full(next(iter(samples.values())).shape[0], np.nan)
     return np.max(split_rhat(stacked), axis=-1)
 
 
 def pooled_rhat(samples: Mapping[str, np.ndarray]) -> float:
     """Worst pooled split R-hat over every scalar of every variable (NaN with one chain)."""
-    columns = [v.reshape(v.shape[:3] + (-1,)) for v in samples.values()]
-    stacked = np.concatenate(columns, axis=-1)
-    if stacked.shape[1] < 2 or stacked.shape[2] < 4:
-        return float("nan")
-    return float(np.max(pooled_split_rhat(stacked)))
+    stacked = _scalars(samples)
+    return float("nan") if stacked is None else float(np.max(pooled_split_rhat(stacked)))
 
 
 def _jitter(z: dict, key, scale: float) -> dict:
@@ -310,9 +304,7 @@ class LaneSampler:
                      jnp.asarray(warm_start.inverse_mass_matrix, flat0.dtype))
         samples, diverging, num_steps, adapt = self._run(batch, keys, self.z0, start)
         samples = {k: np.asarray(v) for k, v in samples.items()}
-        names = sorted(self.z0)
-        adaptation = {k: np.asarray(v) for k, v in adapt.items()} | {
-            "names": names, "shapes": [tuple(np.shape(self.z0[k])) for k in names]}
+        adaptation = {k: np.asarray(v) for k, v in adapt.items()}
         return LaneSamples(samples, np.asarray(diverging), np.asarray(num_steps),
                            adaptation=adaptation).checked(samples)
 

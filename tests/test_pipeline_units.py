@@ -227,7 +227,7 @@ def test_lanes_failed_judges_the_stage_as_a_whole():
     assert lanes_failed({"lanes": 1, "fail_fraction": 1.0}) and not lanes_failed({"lanes": 1, "fail_fraction": 0.0})
 
 
-def test_warm_start_keeps_the_anchor_geometry_and_drops_fixed_sites():
+def test_warm_start_keeps_the_anchor_geometry():
     rng = np.random.default_rng(1)
     y = 3.0 + 2.0 * rng.standard_normal((6, 40))
     config = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
@@ -235,14 +235,11 @@ def test_warm_start_keeps_the_anchor_geometry_and_drops_fixed_sites():
         sampler = LaneSampler(normal_model, {"y": y[0]}, config=config)
         anchor = sampler({"y": y[:1]}, seed=0)
         a = anchor.adaptation
-        assert a["names"] == ["mu", "sigma"] and a["last"].shape == (1, 2, 2)
+        assert a["last"].shape == (1, 2, 2)
         warm = anchor.warm_start()
         np.testing.assert_allclose(warm.inverse_mass_matrix, a["inverse_mass_matrix"][0].mean(axis=0))
         np.testing.assert_allclose(warm.positions, a["last"][0])
-        only_mu = anchor.warm_start(drop=("sigma",))
-        np.testing.assert_allclose(only_mu.inverse_mass_matrix, warm.inverse_mass_matrix[:1])
-        with pytest.raises(KeyError, match="cannot drop"):
-            anchor.warm_start(drop=("tau",))
+        only_mu = WarmStart(warm.step_size, warm.inverse_mass_matrix[:1], warm.positions[:, :1])
         short = LaneSampler(normal_model, {"y": y[0]}, config=LaneConfig(2, 50, 100))
         lanes = short({"y": y}, seed=1, warm_start=warm)
         post = lanes.samples["mu"].reshape(6, -1)
