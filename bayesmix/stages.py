@@ -275,11 +275,12 @@ def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: 
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
     Every lane starts at the point fit of the mean dataset, or from ``warm_start``
-    (see :mod:`bayesmix.batched`). Run inside x64.
+    (see :mod:`bayesmix.batched`; no point fit is needed then). Run inside x64.
     """
-    mean = values.mean(axis=0)
-    point = point_fit(stage, mean, seed=seed, n_starts=n_starts)
-    init = init_values(stage, mean, point)
+    init = None
+    if warm_start is None:
+        mean = values.mean(axis=0)
+        init = init_values(stage, mean, point_fit(stage, mean, seed=seed, n_starts=n_starts))
     model, static, key = lane_model(stage, meas_sd)
     K = values.shape[0]
     batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
