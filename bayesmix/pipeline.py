@@ -277,14 +277,22 @@ def lanes_failed(summary: Mapping) -> bool:
     return bool((np.isfinite(pooled) and pooled > RHAT_POOLED_MAX) or divergent > LANE_FAIL_MAX)
 
 
+def lanes_problem(summary: Mapping) -> str:
+    """What :func:`lanes_failed` judges, in words: R-hat and divergences of a single
+    fit, or the pooled R-hat and the lanes with divergences (one lane per ``lane``)."""
+    lanes = int(summary.get("lanes", 1))
+    if lanes <= 1:
+        return f"R-hat {summary.get('rhat_max', np.nan):.3f}, {summary.get('divergences', 0)} divergences"
+    per = f" (one per {summary['lane']})" if summary.get("lane") else ""
+    return (f"R-hat pooled over {lanes} lanes{per} {summary.get('rhat_pooled', np.nan):.3f}, "
+            f"{summary.get('lanes_with_divergences', 0)} lanes with divergences")
+
+
 def _check_lanes(name: str, lanes: LaneSamples, strict: bool, per: str = "dataset") -> dict:
     """Lane diagnostics as a dict; warn (or raise when strict) when the lanes fail (:func:`lanes_failed`)."""
     summary = lanes.summary() | {"lane": per}
     if lanes_failed(summary):
-        what = (f"R-hat {summary['rhat_max']:.3f}, {summary['divergences']} divergences" if lanes.n_lanes == 1 else
-                f"R-hat pooled over {summary['lanes']} lanes (one per {per}) {summary['rhat_pooled']:.3f}, "
-                f"{summary['lanes_with_divergences']} lanes with divergences")
-        message = f"pipeline stage {name!r}: convergence checks failed: {what}"
+        message = f"pipeline stage {name!r}: convergence checks failed: {lanes_problem(summary)}"
         if strict:
             raise DiagnosticsError(message)
         warnings.warn(message + " (treat the intervals with caution)", DiagnosticsWarning, stacklevel=4)

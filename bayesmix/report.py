@@ -476,9 +476,9 @@ def _diag_line(row: pd.Series) -> str:
 
 def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = pd.DataFrame({"part": diagnostics["part"].astype(str)})
-    for col, fmt in (("rhat_max", "{:.3f}"), ("rhat_pooled", "{:.3f}"), ("ess_bulk_min", "{:.0f}"), ("ess_tail_min", "{:.0f}"),
-                     ("divergences", "{:.0f}"), ("ebfmi_min", "{:.2f}"), ("lanes", "{:.0f}"),
-                     ("fail_fraction", "{:.0%}")):
+    for col, fmt in (("rhat_max", "{:.3f}"), ("rhat_pooled", "{:.3f}"), ("ess_bulk_min", "{:.0f}"),
+                     ("ess_tail_min", "{:.0f}"), ("divergences", "{:.0f}"), ("ebfmi_min", "{:.2f}"),
+                     ("lanes", "{:.0f}"), ("fail_fraction", "{:.0%}")):
         if col in diagnostics and diagnostics[col].notna().any():
             out[col.replace("_", " ")] = [fmt.format(v) if pd.notna(v) else "" for v in diagnostics[col]]
     out["status"] = ['<span class="good">ok</span>' if ok else '<span class="bad">FAILED</span>'
@@ -804,7 +804,7 @@ def report_from_pipeline(
     the landscape figure) are shown when given. ``runs``: the run table, for the
     data summary.
     """
-    from bayesmix.pipeline import lanes_failed
+    from bayesmix.pipeline import lanes_failed, lanes_problem
 
     domains = result.domains
     step_labels = result.outputs["step"].labels
@@ -824,10 +824,7 @@ def report_from_pipeline(
         lanes = int(diag.get("lanes", 1))
         frac = float(diag.get("fail_fraction", 0.0))
         ok = not lanes_failed(diag)
-        problems = "" if ok else (f"R-hat pooled over lanes {diag.get('rhat_pooled', float('nan')):.3f}, "
-                                  f"{diag.get('lanes_with_divergences', 0)} of {lanes} lanes with divergences"
-                                  if lanes > 1 else f"R-hat {diag.get('rhat_max', float('nan')):.3f}, "
-                                                    f"{diag.get('divergences', 0)} divergences")
+        problems = "" if ok else lanes_problem(diag)
         rows.append({"part": stage_names.get(name, name), "rhat_max": diag.get("rhat_max", np.nan),
                      "rhat_pooled": diag.get("rhat_pooled", np.nan),
                      "divergences": diag.get("divergences", 0), "lanes": lanes, "fail_fraction": frac,
