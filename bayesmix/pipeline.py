@@ -327,9 +327,8 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
        ``y_i = m_i, sd_i^2 = sigma_e^2 + s_i^2``). It learns the stage's own noise
        sigma_e apart from the upstream error.
     2. The K *lanes*, one per dataset y_d, with ``lane_config``: lane d holds the
-       noise fixed at the anchor's posterior draw sigma_e^(d) (a Normal
-       likelihood when the upstream error dominates, :func:`upstream_dominates`),
-       and the mixing law's interaction scale tau too (same
+       noise fixed at the anchor's posterior draw sigma_e^(d) (Normal
+       likelihood), and the mixing law's interaction scale tau too (same
        draw; learned in a lane it would put NUTS in a funnel, since the lane's
        narrow likelihood pins every eval's interactions). A lane that learned
        its noise would count the upstream error
@@ -364,25 +363,8 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
                                                   replace=values.shape[0] > len(pooled["sigma"]))
         lanes = st.sample_stage(stage, values, config=lane_config, seed=seed + 7, n_starts=pipeline.n_starts,
                                 fixed={k: v[rows] for k, v in pooled.items()},
-                                warm_start=anchor.warm_start(drop=names, laplace=True),
-                                normal=upstream_dominates(values, pooled["sigma"]))
+                                warm_start=anchor.warm_start(drop=names, laplace=True))
     return lanes, anchor
-
-
-def upstream_dominates(values: np.ndarray, sigma: np.ndarray) -> bool:
-    """Whether the upstream error dominates a stage's own noise: the median sd of
-    the K datasets ``values`` (K, n) over points exceeds the median of the noise
-    draws ``sigma`` (draws, E). Then the draws-mode lanes use a Normal likelihood.
-
-    A lane's data scatter about the law by its own noise (heavy-tailed, the
-    law's Student-t) plus the upstream posterior spread (Gaussian), while its
-    likelihood scale is the noise alone. When the Gaussian part dominates, a
-    Student-t at that small scale reads every point as a possible outlier and
-    the lane's posterior turns multimodal; when the stage's own noise
-    dominates, the Student-t keeps its robustness (a Normal lane is pulled by
-    outliers: on the Gemstones size law it doubled the error).
-    """
-    return bool(np.median(values.std(axis=0, ddof=1)) > np.median(sigma))
 
 
 def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray, *, n_lanes: int,

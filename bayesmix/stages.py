@@ -229,8 +229,7 @@ def pooled_size_init(data: LawData, point: dict[str, np.ndarray], priors: dict) 
     }
 
 
-def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[str, ...] = (),
-               normal: bool = False):
+def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[str, ...] = ()):
     """The stage's numpyro model of one dataset, its lane-invariant arrays, and a cache key.
 
     Returns ``(model, static, key)``: ``model(batch)`` reads the observations
@@ -239,8 +238,9 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[
     ``key`` identifies the compiled program (see :class:`bayesmix.batched.LaneSampler`).
 
     ``fixed``: sites read from ``batch["fixed_" + name]`` instead of sampled (see
-    :func:`bayesmix.laws.powerlaw.fixed_or_sampled`). ``normal``: a Normal
-    likelihood in place of the law's Student-t.
+    :func:`bayesmix.laws.powerlaw.fixed_or_sampled`). With the noise ``sigma``
+    fixed the likelihood is Normal (at a known, possibly small scale a Student-t
+    makes every scattered point a candidate outlier and the posterior multimodal).
     """
     static = {k: np.asarray(v, float if k in ("loss_scale",) else None) for k, v in stage.data.arrays.items()
               if isinstance(v, (np.ndarray, float))}
@@ -253,7 +253,7 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[
     else:
         law_model = stage.law.model
     priors = dict(stage.priors)
-    if normal:
+    if "sigma" in fixed:
         priors["student_df"] = float("inf")
 
     def model(batch):
@@ -261,7 +261,7 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[
         law_model({**data, **ints}, priors, y=batch["y"])
 
     key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None,
-           tuple(sorted(fixed)), normal)
+           tuple(sorted(fixed)))
     return model, static, key
 
 
@@ -280,14 +280,12 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
 
 def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
                  meas_sd: np.ndarray | None = None, fixed: dict[str, np.ndarray] | None = None,
-                 warm_start: WarmStart | None = None, keep_also: tuple[str, ...] = (),
-                 normal: bool = False) -> LaneSamples:
+                 warm_start: WarmStart | None = None, keep_also: tuple[str, ...] = ()) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
     Every lane starts at the point fit of the mean dataset, or from ``warm_start``
     (see :mod:`bayesmix.batched`; no point fit is needed then). ``fixed``: site
-    name -> (K, ...) each lane's known value; ``normal``: Normal likelihood (see
-    :func:`lane_model`). The draws
+    name -> (K, ...) each lane's known value (see :func:`lane_model`). The draws
     kept are the law's parameters and ``keep_also``. Run inside x64.
     """
     init = None
@@ -296,7 +294,7 @@ def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: 
         init = init_values(stage, mean, point_fit(stage, mean, seed=seed, n_starts=n_starts))
         for name in fixed or {}:
             init.pop(name, None)
-    model, static, key = lane_model(stage, meas_sd, fixed=tuple(fixed or {}), normal=normal)
+    model, static, key = lane_model(stage, meas_sd, fixed=tuple(fixed or {}))
     K = values.shape[0]
     batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
     for name, value in (fixed or {}).items():

@@ -18,7 +18,7 @@ from bayesmix.curves import population_prior, robust_location_scale
 from bayesmix.data import RunTableError
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.powerlaw import fixed_or_sampled
-from bayesmix.pipeline import Pipeline, lanes_failed, upstream_dominates
+from bayesmix.pipeline import Pipeline, lanes_failed
 from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
 
@@ -305,9 +305,3 @@ def test_laplace_starts_fall_back_to_the_anchor_on_a_bad_hessian():
     # a mode no better than the centre is not taken either
     _, worse = laplace_starts(modes[:1], np.ones(1) * 2, np.ones(1), hessians[:1], centre, imm, n_chains=1, seed=0)
     np.testing.assert_allclose(worse, [[1.0, 1.0]])
-
-
-def test_lanes_go_normal_only_when_the_upstream_error_dominates():
-    values = np.array([[0.0, 1.0], [0.2, 1.4], [0.4, 1.8]])  # sd 0.2 and 0.4 over datasets: median 0.3
-    assert upstream_dominates(values, np.full((10, 1), 0.1))
-    assert not upstream_dominates(values, np.full((10, 2), 0.5))
