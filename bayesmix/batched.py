@@ -30,10 +30,7 @@ in their data, so one long *anchor* fit (:attr:`LaneSamples.adaptation`: its
 step size, inverse mass matrix and last positions) can stand in for D long
 warm-ups: with a :class:`WarmStart` every lane starts from the anchor's chains'
 last positions, keeps the anchor's mass matrix and adapts only its step size
-during its own (short) warm-up. When the lanes' posteriors are narrower than
-the anchor's or lie elsewhere, a ``laplace`` warm start gives each lane its own
-start and mass matrix instead: its Laplace approximation N(mode, H^-1), found
-by L-BFGS from the anchor's position (:func:`laplace_starts`).
+during its own (short) warm-up.
 """
 
 from __future__ import annotations
@@ -45,17 +42,12 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
 from numpyro.infer import init_to_median, init_to_value
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
 
-
-LANE_TARGET_ACCEPT = 0.95  # the pipeline's lanes: narrow, curved posteriors (fixed noise) need small steps
 RHAT_MAX = 1.05  # per-lane threshold: few, short chains make 1.01 unattainable
 RHAT_POOLED_MAX = 1.01  # threshold of the R-hat pooled over lanes (Vehtari et al. 2021)
-LAPLACE_VAR_MAX = 4.0  # a lane's Laplace variance may exceed the anchor's by this factor at most
-MODE_STEPS, MODE_TOL = 100, 1e-6  # L-BFGS to a lane's mode (laplace warm start): steps, gradient norm (whitened)
 _COMPILED: dict = {}  # cache_key -> jitted sampler (see LaneSampler)
 
 
@@ -92,21 +84,11 @@ class WarmStart:
     ``inverse_mass_matrix`` ((n,) diagonal or (n, n) dense) and ``positions``
     (chains, n): flat unconstrained start values, one row per chain (reused
     cyclically when the lanes run more chains). ``n`` is the size of the lane
-    model's flattened unconstrained parameters.
-
-    ``laplace``: every lane first finds its own Laplace approximation N(mode,
-    H^-1): the mode by L-BFGS on its potential from the mean of ``positions``
-    (in coordinates whitened by the mass matrix, ``z = mean + chol(M^-1) u``),
-    H the potential's Hessian there. Its inverse mass matrix is H^-1 (its
-    diagonal when the mass is diagonal) and its chains start at draws of
-    N(mode, H^-1); only the step size starts from ``step_size``. For lanes whose
-    posteriors are narrower than the anchor's, or shaped or placed otherwise.
-    A lane whose mode or Hessian fails keeps the anchor's start and mass."""
+    model's flattened unconstrained parameters."""
 
     step_size: float
     inverse_mass_matrix: np.ndarray
     positions: np.ndarray
-    laplace: bool = False
 
     def __post_init__(self):
         n = self.positions.shape[-1]
@@ -132,8 +114,7 @@ class LaneSamples:
     ``rhat_pooled``: the worst R-hat pooled over lanes (:func:`pooled_split_rhat`).
     ``adaptation``: the end of warm-up of every chain, ``step_size`` (D, chains),
     ``inverse_mass_matrix`` (D, chains, n[, n]) and ``last`` (D, chains, n) flat
-    unconstrained positions after the last draw, with ``names``/``shapes``, the
-    unconstrained sites in flattening order (see :meth:`warm_start`).
+    unconstrained positions after the last draw (see :meth:`warm_start`).
     """
 
     samples: dict[str, np.ndarray]
@@ -144,25 +125,14 @@ class LaneSamples:
     adaptation: dict | None = None
     rhat_pooled: float = float("nan")
 
-    def warm_start(self, lane: int = 0, *, drop: tuple[str, ...] = (), laplace: bool = False) -> WarmStart:
-        """A :class:`WarmStart` from lane ``lane``'s chains, for a model without the
-        unconstrained sites in ``drop`` (e.g. a noise scale the lanes hold fixed).
-
-        Step size: the median over chains; inverse mass matrix: the mean over
-        chains, restricted to the kept coordinates; positions: each chain's last.
-        """
+    def warm_start(self, lane: int = 0) -> WarmStart:
+        """A :class:`WarmStart` from lane ``lane``'s chains: step size, the median over
+        chains; inverse mass matrix, the mean over chains; positions, each chain's last."""
         if self.adaptation is None:
             raise ValueError("these samples carry no adaptation state")
         a = self.adaptation
-        unknown = sorted(set(drop) - set(a["names"]))
-        if unknown:
-            raise KeyError(f"cannot drop {unknown}: the unconstrained sites are {a['names']}")
-        offsets = np.cumsum([0, *(int(np.prod(shape)) for shape in a["shapes"])])
-        keep = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(a["names"])
-                               if name not in drop] or [np.zeros(0, int)])
-        imm = a["inverse_mass_matrix"][lane].mean(axis=0)
-        imm = imm[np.ix_(keep, keep)] if imm.ndim == 2 else imm[keep]
-        return WarmStart(float(np.median(a["step_size"][lane])), imm, a["last"][lane][:, keep], laplace)
+        return WarmStart(float(np.median(a["step_size"][lane])), a["inverse_mass_matrix"][lane].mean(axis=0),
+                         a["last"][lane])
 
     def checked(self, quantities: Mapping[str, np.ndarray]) -> LaneSamples:
         """A copy whose R-hat is computed on ``quantities`` (name -> (D, chains, draws, ...)),
@@ -276,7 +246,7 @@ class LaneSampler:
     constrained start values (e.g. from a point fit), shared by every lane and
     jittered by ``config.jitter`` in unconstrained space per (lane, chain).
     ``keep`` limits the returned sites (default: every latent and deterministic
-    site; names the model lacks are skipped). Build and call inside ``jax.enable_x64(True)`` for float64.
+    site). Build and call inside ``jax.enable_x64(True)`` for float64.
 
     ``cache_key``: a hashable name for the model's structure. When the model
     reads every array from its batch (nothing captured but static settings),
@@ -304,23 +274,6 @@ class LaneSampler:
             self._run = _compiled_sampler(info.potential_fn, info.postprocess_fn, config, keep)
             if key is not None:
                 _COMPILED[key] = self._run
-        self._laplace_key = None if key is None else ("laplace",) + key
-        self._potential_fn = info.potential_fn
-
-    def _laplace_starts(self, batch, warm_start: WarmStart, *, n_chains: int, seed: int):
-        """Each lane's Laplace start (see :class:`WarmStart` and :func:`laplace_starts`)."""
-        key = self._laplace_key
-        if key is not None and key in _COMPILED:
-            laplace = _COMPILED[key]
-        else:
-            laplace = _compiled_laplace(self._potential_fn, jax.flatten_util.ravel_pytree(self.z0)[1])
-            if key is not None:
-                _COMPILED[key] = laplace
-        imm = np.asarray(warm_start.inverse_mass_matrix, float)
-        centre = warm_start.positions.mean(axis=0)
-        chol = np.linalg.cholesky(imm) if imm.ndim == 2 else np.diag(np.sqrt(imm))
-        out = [np.asarray(v) for v in laplace(batch, jnp.asarray(centre), jnp.asarray(chol))]
-        return laplace_starts(*out, centre, imm, n_chains=n_chains, seed=seed)
 
     def __call__(self, batch: Mapping[str, np.ndarray], *, seed: int,
                  warm_start: WarmStart | None = None) -> LaneSamples:
@@ -345,19 +298,13 @@ class LaneSampler:
         keys = jax.random.split(jax.random.PRNGKey(seed), n_lanes * n_chains)
         keys = keys.reshape((n_lanes, n_chains) + keys.shape[1:])
         start = None
-        if warm_start is not None and warm_start.laplace:
-            positions, imm = self._laplace_starts(batch, warm_start, n_chains=n_chains, seed=seed)
-            start = (jnp.asarray(positions), jnp.asarray(warm_start.step_size, flat0.dtype), jnp.asarray(imm))
-        elif warm_start is not None:
+        if warm_start is not None:
             rows = np.arange(n_chains) % warm_start.positions.shape[0]
-            positions = np.tile(warm_start.positions[rows], (n_lanes, 1))  # chain c of every lane
-            start = (jnp.asarray(positions), jnp.asarray(warm_start.step_size, flat0.dtype),
+            start = (jnp.asarray(warm_start.positions[rows]), jnp.asarray(warm_start.step_size, flat0.dtype),
                      jnp.asarray(warm_start.inverse_mass_matrix, flat0.dtype))
         samples, diverging, num_steps, adapt = self._run(batch, keys, self.z0, start)
         samples = {k: np.asarray(v) for k, v in samples.items()}
-        names = sorted(self.z0)  # ravel_pytree's order of a dict
-        adaptation = {k: np.asarray(v) for k, v in adapt.items()} | {
-            "names": names, "shapes": [tuple(np.shape(self.z0[k])) for k in names]}
+        adaptation = {k: np.asarray(v) for k, v in adapt.items()}
         return LaneSamples(samples, np.asarray(diverging), np.asarray(num_steps),
                            adaptation=adaptation).checked(samples)
 
@@ -384,8 +331,7 @@ def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, 
     """jit(vmap_datasets(vmap_chains(one chain))) for one model.
 
     ``start`` is None (start at z0 jittered, adapt step size and mass matrix) or
-    ``(positions (lanes * chains, n), step_size, inverse_mass_matrix)`` with one
-    inverse mass matrix shared by every lane or one per lane (see WarmStart).
+    ``(positions (chains, n), step_size, inverse_mass_matrix)`` (see WarmStart).
     """
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
@@ -425,7 +371,7 @@ def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, 
         zs = jax.vmap(unravel)(buffer)
         values = jax.vmap(postprocess_fn_gen(data))(zs)
         if keep is not None:
-            values = {k: values[k] for k in keep if k in values}
+            values = {k: values[k] for k in keep}
         adapted = {"step_size": state.adapt_state.step_size,
                    "inverse_mass_matrix": state.adapt_state.inverse_mass_matrix,
                    "last": jax.flatten_util.ravel_pytree(state.z)[0]}
@@ -438,86 +384,10 @@ def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, 
         if start is None:
             out = jax.vmap(one_chain, in_axes=(0, 0, None, None))(data, keys, z0, None)
         else:
-            position, step_size, imm = start  # position (lanes * chains, n); imm shared or one per lane
-            per_lane = imm.ndim == (3 if config.dense_mass else 2)
-            if per_lane:
-                imm = jnp.repeat(imm, n_chains, axis=0)
-            out = jax.vmap(one_chain, in_axes=(0, 0, None, (0, None, 0 if per_lane else None)))(
-                data, keys, z0, (position, step_size, imm))
+            position, step_size, imm = start
+            position = jnp.tile(position, (n_lanes, 1))  # (lanes * chains, n): chain c of every lane
+            out = jax.vmap(one_chain, in_axes=(0, 0, None, (0, None, None)))(data, keys, z0,
+                                                                            (position, step_size, imm))
         return jax.tree_util.tree_map(lambda a: a.reshape((n_lanes, n_chains) + a.shape[1:]), out)
 
     return jax.jit(run)
-
-
-def _compiled_laplace(potential_fn_gen, unravel):
-    """jit(vmap over datasets) of ``(centre, chol) -> (mode, Hessian)``: L-BFGS for a
-    fixed ``MODE_STEPS`` steps on the potential in whitened coordinates
-    ``z = centre + chol u`` (a scan, not a while loop: under vmap the XLA CPU
-    runtime has been seen to stall on data-dependent loops), then the Hessian of
-    the potential at the mode."""
-
-    def one(data, centre, chol):
-        def flat_potential(z):
-            return potential_fn_gen(data)(unravel(z))
-
-        def move(u):
-            return centre + chol @ u
-
-        def whitened(u):
-            return flat_potential(move(u))
-
-        opt = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(whitened)
-
-        def step(carry, _):
-            u, state = carry
-            value, grad = value_and_grad(u, state=state)
-            updates, moved = opt.update(grad, state, u, value=value, grad=grad, value_fn=whitened)
-            done = ~(jnp.linalg.norm(grad) >= MODE_TOL)  # converged (or not finite): stay put
-
-            def keep(old, new):
-                return jnp.where(done, old, new)
-
-            return (keep(u, optax.apply_updates(u, updates)), jax.tree_util.tree_map(keep, state, moved)), None
-
-        u0 = jnp.zeros_like(centre)
-        (u, _), _ = jax.lax.scan(step, (u0, opt.init(u0)), None, length=MODE_STEPS)
-        mode = move(u)
-        return mode, flat_potential(mode), flat_potential(centre), jax.hessian(flat_potential)(mode)
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-
-
-def laplace_starts(modes: np.ndarray, at_mode: np.ndarray, at_centre: np.ndarray, hessians: np.ndarray,
-                   centre: np.ndarray, imm: np.ndarray, *, n_chains: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-lane start positions (D * chains, n) and inverse mass matrices (D, n[, n])
-    from each lane's Laplace approximation N(mode_d, H_d^-1).
-
-    Chains start at draws of N(mode_d, H_d^-1); the inverse mass matrix is H_d^-1
-    (its diagonal when ``imm`` is diagonal). A lane whose mode is not finite or
-    no better than ``centre``, or whose Hessian is not positive definite or
-    gives some coordinate more than ``LAPLACE_VAR_MAX`` times the anchor's
-    variance (a nearly flat direction: its draws would start chains far out),
-    keeps ``centre`` and ``imm``.
-    """
-    rng = np.random.default_rng(seed)
-    D, n = modes.shape
-    anchor_var = np.diag(imm) if imm.ndim == 2 else imm
-    positions, imms = np.empty((D, n_chains, n)), np.empty((D,) + imm.shape)
-    for d in range(D):
-        mode, cov, chol = centre, imm, None
-        if np.isfinite(at_mode[d]) and at_mode[d] <= at_centre[d] and np.all(np.isfinite(modes[d])):
-            try:
-                cov = np.linalg.inv(0.5 * (hessians[d] + hessians[d].T))
-                cov = 0.5 * (cov + cov.T)
-                chol = np.linalg.cholesky(cov)
-                if np.any(np.diag(cov) > LAPLACE_VAR_MAX * anchor_var):
-                    raise np.linalg.LinAlgError("flatter than the anchor's posterior")
-                mode = modes[d]
-            except np.linalg.LinAlgError:
-                cov, chol = imm, None
-        if chol is None:
-            chol = np.linalg.cholesky(imm) if imm.ndim == 2 else np.diag(np.sqrt(imm))
-        positions[d] = mode + rng.standard_normal((n_chains, n)) @ chol.T
-        imms[d] = cov if imm.ndim == 2 else np.diag(cov) if cov.ndim == 2 else cov
-    return positions.reshape(D * n_chains, n), imms

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.batched import LANE_TARGET_ACCEPT, LaneConfig
+from bayesmix.batched import LaneConfig
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 
 TARGET_SIZE = "1.2M"
@@ -54,8 +54,7 @@ class DemoSettings:
     mode: str = "draws"
     n_draws: int = 16
     fit_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=500, num_samples=500)
-    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=100,
-                                         target_accept_prob=LANE_TARGET_ACCEPT)
+    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
     curve_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=150, dense_mass=True)
     q: int = 4
     n_random: int = 1000
@@ -75,7 +74,7 @@ class DemoSettings:
 QUICK = DemoSettings()
 THOROUGH = DemoSettings(
     n_draws=128, fit_config=LaneConfig(num_chains=4, num_warmup=500, num_samples=500),
-    lane_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=100, target_accept_prob=LANE_TARGET_ACCEPT),
+    lane_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=100),
     curve_config=LaneConfig(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True), n_random=4000)
 
 

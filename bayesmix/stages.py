@@ -229,18 +229,13 @@ def pooled_size_init(data: LawData, point: dict[str, np.ndarray], priors: dict) 
     }
 
 
-def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[str, ...] = ()):
+def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
     """The stage's numpyro model of one dataset, its lane-invariant arrays, and a cache key.
 
     Returns ``(model, static, key)``: ``model(batch)`` reads the observations
     ``batch["y"]`` (n_obs,) and every data array from ``batch`` (``static`` holds
     them, to be repeated over lanes); only integers and priors are captured, so
     ``key`` identifies the compiled program (see :class:`bayesmix.batched.LaneSampler`).
-
-    ``fixed``: sites read from ``batch["fixed_" + name]`` instead of sampled (see
-    :func:`bayesmix.laws.powerlaw.fixed_or_sampled`). With the noise ``sigma``
-    fixed the likelihood is Normal (at a known, possibly small scale a Student-t
-    makes every scattered point a candidate outlier and the posterior multimodal).
     """
     static = {k: np.asarray(v, float if k in ("loss_scale",) else None) for k, v in stage.data.arrays.items()
               if isinstance(v, (np.ndarray, float))}
@@ -253,15 +248,12 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None, *, fixed: tuple[
     else:
         law_model = stage.law.model
     priors = dict(stage.priors)
-    if "sigma" in fixed:
-        priors["student_df"] = float("inf")
 
     def model(batch):
         data = {k: v for k, v in batch.items() if k != "y"}
         law_model({**data, **ints}, priors, y=batch["y"])
 
-    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None,
-           tuple(sorted(fixed)))
+    key = (stage.name, tuple(sorted(priors.items())), tuple(sorted(ints.items())), meas_sd is not None)
     return model, static, key
 
 
@@ -279,28 +271,21 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
 
 
 def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
-                 meas_sd: np.ndarray | None = None, fixed: dict[str, np.ndarray] | None = None,
-                 warm_start: WarmStart | None = None, keep_also: tuple[str, ...] = ()) -> LaneSamples:
+                 meas_sd: np.ndarray | None = None, warm_start: WarmStart | None = None) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
     Every lane starts at the point fit of the mean dataset, or from ``warm_start``
-    (see :mod:`bayesmix.batched`; no point fit is needed then). ``fixed``: site
-    name -> (K, ...) each lane's known value (see :func:`lane_model`). The draws
-    kept are the law's parameters and ``keep_also``. Run inside x64.
+    (see :mod:`bayesmix.batched`; no point fit is needed then). Run inside x64.
     """
     init = None
     if warm_start is None:
         mean = values.mean(axis=0)
         init = init_values(stage, mean, point_fit(stage, mean, seed=seed, n_starts=n_starts))
-        for name in fixed or {}:
-            init.pop(name, None)
-    model, static, key = lane_model(stage, meas_sd, fixed=tuple(fixed or {}))
+    model, static, key = lane_model(stage, meas_sd)
     K = values.shape[0]
     batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
-    for name, value in (fixed or {}).items():
-        batch["fixed_" + name] = np.asarray(value, float)
     sampler = LaneSampler(model, {k: v[0] for k, v in batch.items()}, config=config, init_values=init,
-                          keep=(*stage.law.param_dims, *keep_also), seed=seed, cache_key=key)
+                          keep=tuple(stage.law.param_dims), seed=seed, cache_key=key)
     return sampler(batch, seed=seed + 1, warm_start=warm_start)
 
 

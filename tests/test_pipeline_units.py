@@ -11,13 +11,11 @@ import pandas as pd
 import pytest
 
 from bayesmix import stages as st
-from bayesmix.batched import (LaneConfig, LaneSampler, WarmStart, laplace_starts, pooled_split_rhat, sample_lanes,
-                              split_rhat)
+from bayesmix.batched import LaneConfig, LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
 from bayesmix.budget import shares
 from bayesmix.curves import population_prior, robust_location_scale
 from bayesmix.data import RunTableError
 from bayesmix.laws import resolve_priors
-from bayesmix.laws.powerlaw import fixed_or_sampled
 from bayesmix.pipeline import Pipeline, lanes_failed
 from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
@@ -255,53 +253,3 @@ def test_warm_start_keeps_the_anchor_geometry():
         WarmStart(0.0, np.ones(2), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="positions"):
         WarmStart(1.0, np.ones(3), np.zeros((2, 2)))
-
-
-def fixed_noise_model(batch):
-    """y ~ N(mu, sigma): sigma sampled, or fixed by the batch (``fixed_sigma``)."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-    sigma = fixed_or_sampled(batch, "sigma", lambda: numpyro.sample("sigma", dist.HalfNormal(5.0)))
-    numpyro.sample("obs", dist.Normal(mu, sigma), obs=batch["y"])
-
-
-def test_laplace_warm_start_gives_each_lane_its_exact_gaussian_posterior():
-    rng = np.random.default_rng(2)
-    D, n, sigma = 5, 30, 0.5
-    y = 3.0 * np.arange(D)[:, None] + sigma * rng.standard_normal((D, n))
-    with jax.enable_x64(True):
-        anchor = LaneSampler(fixed_noise_model, {"y": y[0]}, config=LaneConfig(2, 300, 100))({"y": y[:1]}, seed=0)
-        with pytest.raises(KeyError, match="cannot drop"):
-            anchor.warm_start(drop=("tau",))
-        warm = anchor.warm_start(drop=("sigma",), laplace=True)
-        assert warm.laplace and warm.positions.shape == (2, 1) and warm.inverse_mass_matrix.shape == (1,)
-        batch = {"y": y, "fixed_sigma": np.full(D, sigma)}
-        lanes = LaneSampler(fixed_noise_model, {k: v[0] for k, v in batch.items()},
-                            config=LaneConfig(2, 50, 300))(batch, seed=1, warm_start=warm)
-    # conjugate posterior of mu: precision 1/100 + n/sigma^2, mean sum(y)/sigma^2 / precision
-    precision = 1 / 100 + n / sigma**2
-    mean, var = y.sum(axis=1) / sigma**2 / precision, 1 / precision
-    # the Laplace approximation of a Gaussian is exact: it is each lane's (unadapted) mass matrix
-    np.testing.assert_allclose(lanes.adaptation["inverse_mass_matrix"][:, 0, 0], var, rtol=1e-6)
-    post = lanes.samples["mu"].reshape(D, -1)
-    np.testing.assert_allclose(post.mean(axis=1), mean, atol=4 * np.sqrt(var / 100))
-    np.testing.assert_allclose(post.std(axis=1), np.sqrt(var), rtol=0.2)
-    np.testing.assert_array_equal(lanes.samples["sigma"], sigma)  # fixed: a deterministic site
-    assert lanes.rhat_pooled < 1.05 and lanes.summary()["divergences"] == 0
-    # negative control: lanes far apart, each excludes its neighbour's mean
-    assert np.all(np.abs(np.roll(mean, 1) - post.mean(axis=1)) > 10 * post.std(axis=1))
-
-
-def test_laplace_starts_fall_back_to_the_anchor_on_a_bad_hessian():
-    centre, imm = np.zeros(2), np.array([1.0, 1.0])
-    modes = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [np.nan, 0.0]])
-    good = np.diag([4.0, 16.0])  # covariance diag(1/4, 1/16)
-    hessians = np.stack([good, -good, np.diag([4.0, 0.1]), good])  # fine, not PD, too flat, mode not finite
-    at_mode, at_centre = np.zeros(4), np.ones(4)
-    positions, imms = laplace_starts(modes, at_mode, at_centre, hessians, centre, imm, n_chains=3, seed=0)
-    assert positions.shape == (12, 2) and imms.shape == (4, 2)
-    np.testing.assert_allclose(imms[0], [0.25, 1 / 16])
-    np.testing.assert_allclose(imms[1:], 1.0)
-    assert np.all(np.abs(positions[:3] - modes[0]) < 5 * np.sqrt([0.25, 1 / 16]))
-    # a mode no better than the centre is not taken either
-    _, worse = laplace_starts(modes[:1], np.ones(1) * 2, np.ones(1), hessians[:1], centre, imm, n_chains=1, seed=0)
-    np.testing.assert_allclose(worse, [[1.0, 1.0]])

@@ -65,8 +65,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", help="write a JSON summary (stages, diagnostics, budget, optimum) here")
     group = p.add_argument_group("sampler")
     group.add_argument("--chains", type=_count, default=2, help="chains per downstream lane (default 2)")
-    group.add_argument("--warmup", type=_count, default=200,
-                       help="warm-up per downstream lane, after the long anchor fit it starts from (default 200)")
+    group.add_argument("--warmup", type=_count, default=100,
+                       help="warm-up per downstream lane, after the long anchor fit it starts from (default 100)")
     group.add_argument("--draws", type=_count, default=100, help="kept draws per chain and lane (default 100)")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument("--strict", action="store_true", help="fail (exit 2) when a stage's convergence checks fail")
@@ -79,7 +79,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from bayesmix.batched import LANE_TARGET_ACCEPT, LaneConfig
+    from bayesmix.batched import LaneConfig
     from bayesmix.commands.predict import read_table, write_table
     from bayesmix.data import read_runs
     from bayesmix.decide import effective_compute_multiplier, predicted_optimum, prob_beats
@@ -91,8 +91,7 @@ def run(args) -> int:
     pipeline = Pipeline(
         target_size=args.target_size, target_step=args.target_step, min_step=args.min_step, mode=args.mode,
         n_draws=args.n_draws, evals=tuple(args.evals.split(",")) if args.evals else None, weights=args.weights,
-        lane_config=LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws,
-                               target_accept_prob=LANE_TARGET_ACCEPT),
+        lane_config=LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
         strict=args.strict, progress=False if args.no_progress else None,
     )
     result = pipeline.fit(runs, seed=args.seed)

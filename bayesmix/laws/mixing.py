@@ -28,7 +28,7 @@ from bayesmix.data import RunTableError
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.pointfit import multistart_fit
-from bayesmix.laws.powerlaw import fixed_or_sampled, likelihood, noise_scale_site, observation_scale
+from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import rows_at_step
 
 OVERALL = "overall"
@@ -46,8 +46,7 @@ def m4_model(data: dict, priors: dict, y=None):
     n_domains = data["r_centered"].shape[1]
     mu = numpyro.sample("interaction_mu", dist.ZeroSumNormal(priors["interaction_scale"], event_shape=(n_domains,)))
     if n_evals > 1:
-        tau = fixed_or_sampled(data, "interaction_tau",
-                               lambda: numpyro.sample("interaction_tau", dist.HalfNormal(priors["interaction_tau"])))
+        tau = numpyro.sample("interaction_tau", dist.HalfNormal(priors["interaction_tau"]))
         with numpyro.plate("eval", n_evals):
             z = numpyro.sample("interaction_z", dist.ZeroSumNormal(1.0, event_shape=(n_domains,)))
         t = numpyro.deterministic("t", mu + tau * z)

@@ -50,23 +50,10 @@ def observation_scale(sigma, data: dict):
     return sigma if meas is None else jnp.sqrt(sigma**2 + meas**2)
 
 
-def fixed_or_sampled(data: dict, name: str, sample):
-    """Site ``name``: the known value ``data["fixed_" + name]`` as a deterministic site
-    when ``data`` carries it (the nested pipeline's draws-mode lanes hold some
-    parameters at draws of a shared fit, see :mod:`bayesmix.pipeline`), else ``sample()``."""
-    fixed = data.get("fixed_" + name)
-    return sample() if fixed is None else numpyro.deterministic(name, fixed)
-
-
 def noise_scale_site(data: dict, priors: dict, n_evals: int):
-    """Noise sd per eval domain, (E,): ``sigma_e ~ HalfNormal(noise_scale * loss_scale)``
-    (or fixed, see :func:`fixed_or_sampled`)."""
-
-    def sample():
-        with numpyro.plate("eval", n_evals):
-            return numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
-
-    return fixed_or_sampled(data, "sigma", sample)
+    """Noise sd per eval domain, (E,): ``sigma_e ~ HalfNormal(noise_scale * loss_scale)``."""
+    with numpyro.plate("eval", n_evals):
+        return numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
 
 
 def power_law_model(data: dict, priors: dict, y=None):
