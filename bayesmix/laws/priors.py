@@ -35,7 +35,7 @@ Implicit aggregation ``L(r) = floor + (level - floor) sum_k w_k exp(t_k . (r - r
 * ``level_sd``, ``floor_logit_loc`` / ``floor_logit_sd``, ``noise_scale``, ``student_df`` as for M4.
 * ``interaction_scale``   HalfNormal scale of tau, the global size of t (t_kj = tau lambda_j z_kj).
 * ``domain_scale``        HalfNormal scale of lambda_j, one relevance scale per training domain.
-* ``weight_logit_sd``     sd of the (ordered) logits of the latent weights w = softmax(a).
+* ``weight_logit_sd``     sd of the (exchangeable) logits of the latent weights w = softmax(a).
 
 Alternative forms M1-M3 (``bayesmix.laws.alternatives``): ``level_sd``,
 ``floor_logit_loc`` / ``floor_logit_sd``, ``noise_scale``, ``student_df`` as for
