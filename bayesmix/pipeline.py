@@ -41,6 +41,7 @@ from bayesmix.batched import RHAT_POOLED_MAX, LaneConfig, LaneSamples
 from bayesmix.data import validate_runs
 from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning
 from bayesmix.fit import labelled_draws, student_t_noise, summarise_draws
+from bayesmix.lanenoise import correct_lanes
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.progress import progress_enabled
@@ -337,6 +338,16 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
     return lanes, anchor
 
 
+def corrected_lanes(stage: st.Stage, lanes: LaneSamples, values: np.ndarray) -> tuple[LaneSamples, dict]:
+    """Draws-mode lanes brought to the stage's own noise (:mod:`bayesmix.lanenoise`), so the
+    upstream error is counted once; a single fit (K = 1) is returned unchanged."""
+    if lanes.n_lanes < 2:
+        return lanes, {}
+    with jax.enable_x64(True):
+        corrected, summary = correct_lanes(stage, lanes, values)
+    return corrected, {"lane_noise": summary}
+
+
 def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray, *, n_lanes: int,
                       rng: np.random.Generator) -> tuple[StageOutput, np.ndarray]:
     """A stage's output from its pooled predictive draws ``pred`` (lane-major, (n, P)).
@@ -440,8 +451,9 @@ def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *
     stage = st.size_stage(up.labels, up.values.mean(axis=0), plan, priors=priors)
     lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
                                    None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    lanes, correction = corrected_lanes(stage, lanes, up.values[:, stage.inputs])
     out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng)
-    return stage, out, _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor)
+    return stage, out, _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor) | correction
 
 
 def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, priors: dict, *, seed: int,
@@ -452,6 +464,7 @@ def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, prior
                          priors=priors)
     lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
                                    None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    lanes, correction = corrected_lanes(stage, lanes, up.values[:, stage.inputs])
     params = lanes.pooled()
     mixtures = up.labels[["mixture", *mix_columns(up.labels)]].drop_duplicates("mixture")
     with jax.enable_x64(True):
@@ -463,7 +476,7 @@ def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, prior
         lane_of_draw = np.repeat(np.arange(lanes.n_lanes), per_lane)
     else:
         lane_of_draw = rng.integers(pipeline.n_draws, size=pred.shape[0])
-    diagnostics = _check_lanes("mix", lanes, pipeline.strict) | _anchor_summary(anchor)
+    diagnostics = _check_lanes("mix", lanes, pipeline.strict) | _anchor_summary(anchor) | correction
     return stage, params, lane_of_draw, diagnostics, point
 
 
