@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,8 +59,8 @@ def fitted_at_observations(stage, params: dict[str, np.ndarray]) -> np.ndarray:
                                          params["exponent"][:, c]))
     if stage.name == "mix":
         r = jnp.asarray(a["r_centered"])[a["run"]]
-        per_eval = np.asarray(jnp.stack([m4_mean(r, lv, fl, t) for lv, fl, t in
-                                         zip(params["level"], params["floor"], params["t"])]))
+        per_eval = np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r, params["level"], params["floor"],
+                                                                          params["t"]))
         return per_eval[:, np.arange(r.shape[0]), a["eval"]]
     raise ValueError(f"no lane noise correction for stage {stage.name!r}; expected one of {sorted(MEAN_SITES)}")
 

@@ -17,6 +17,10 @@ Propagation modes (same API):
   (:mod:`bayesmix.batched`), and dataset d of stage k+2 is one draw of fit d's
   predictive. The final predictive pools the D fits' draws:
   ``p(L | data) = (1/D) sum_d p(L | y_d),  y_d ~ p(stage-k output | data)``.
+  A lane learns its noise from data that scatter by the upstream error too, so
+  its own spread would count that error a second time beside the spread between
+  lanes; each lane's draws are brought to the stage's own noise
+  (:mod:`bayesmix.lanenoise`).
 * ``moments``: upstream predictive mean m_i and sd s_i enter the downstream
   likelihood as known measurement error: ``y_i = m_i``,
   ``sigma_i^2 = sigma_e^2 + s_i^2``; one fit per stage.
