@@ -61,11 +61,15 @@ def shares(v_full: float, v_nostep: float, v_mix: float) -> np.ndarray:
     return raw / total
 
 
-def mean_variance(stage: st.Stage, params: dict[str, np.ndarray], mixtures: pd.DataFrame, eval: str) -> float:
-    """Predictive variance of ``eval`` averaged over ``mixtures``."""
+def mean_variance(stage: st.Stage, params: dict[str, np.ndarray], mixtures: pd.DataFrame, eval: str,
+                  lane_of_draw: np.ndarray | None = None, lane_ratio: np.ndarray | None = None) -> float:
+    """Predictive variance of ``eval`` averaged over ``mixtures`` (lanes brought to the
+    stage's own noise by ``lane_ratio`` when given, see :func:`bayesmix.pipeline.mix_predictions`)."""
+    from bayesmix.pipeline import mix_predictions
+
     query = stage.law.query(stage.data, mixtures=mixtures)
     with jax.enable_x64(True):
-        pred = st.predict_stage(stage, params, query)
+        pred = mix_predictions(stage, params, query, lane_of_draw, lane_ratio)
     pick = query.labels["eval"].to_numpy() == eval
     return float(pred[:, pick].var(axis=0, ddof=1).mean())
 
@@ -94,7 +98,8 @@ def error_budget(result, *, seed: int = 0, evals=None) -> ErrorBudget:
     priors = pipeline.stage_priors()
     rng = np.random.default_rng(seed)
     mixtures = result.observed_mixtures()
-    v_full = mean_variance(result.stages["mix"], result.params, mixtures, eval)
+    v_full = mean_variance(result.stages["mix"], result.params, mixtures, eval, result.lane_of_draw,
+                           result.lane_ratio)
     unit = "mixture" if plan.size else "run"
 
     size_out = result.outputs.get("size")
@@ -105,14 +110,15 @@ def error_budget(result, *, seed: int = 0, evals=None) -> ErrorBudget:
             up = size_out
         else:
             up = step_mean
-        stage, params, *_ = run_mix(pipeline, plan, up, unit, priors["mix"], seed=seed + 12, rng=rng)
-        v_nostep = mean_variance(stage, params, mixtures, eval)
+        stage, params, lanes, _, _, ratio = run_mix(pipeline, plan, up, unit, priors["mix"], seed=seed + 12,
+                                                    rng=rng)
+        v_nostep = mean_variance(stage, params, mixtures, eval, lanes, ratio)
     else:
         v_nostep = v_full
     if plan.size:
-        stage, params, *_ = run_mix(pipeline, plan, collapsed(size_out), unit, priors["mix"], seed=seed + 13,
-                                    rng=rng)
-        v_mix = mean_variance(stage, params, mixtures, eval)
+        stage, params, lanes, _, _, ratio = run_mix(pipeline, plan, collapsed(size_out), unit, priors["mix"],
+                                                    seed=seed + 13, rng=rng)
+        v_mix = mean_variance(stage, params, mixtures, eval, lanes, ratio)
     else:
         v_mix = v_nostep
     share = shares(v_full, v_nostep, v_mix)

@@ -45,8 +45,8 @@ from bayesmix.batched import RHAT_POOLED_MAX, LaneConfig, LaneSamples
 from bayesmix.data import validate_runs
 from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning
 from bayesmix.fit import labelled_draws, student_t_noise, summarise_draws
-from bayesmix.lanenoise import correct_lanes
-from bayesmix.laws import resolve_priors
+from bayesmix.lanenoise import lane_ratios, shrink_by_lane, shrink_predictions
+from bayesmix.laws import m4_mean, resolve_priors
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.progress import progress_enabled
 from bayesmix import curves
@@ -148,7 +148,10 @@ class PipelineResult:
     the upstream dataset each final draw descends from; ``step_shape``: the step
     law's reducible loss at S* and exponent per (run, eval) for each upstream
     dataset (used by the compute multiplier); ``diagnostics`` and ``seconds`` per
-    stage; ``point``: the mixing law's point fit.
+    stage; ``point``: the mixing law's point fit; ``lane_ratio`` (D, E): in draws
+    mode, the ratio by which each mixing lane's predictions are brought to the
+    stage's own noise (:mod:`bayesmix.lanenoise`; applied in :meth:`predict` and
+    :meth:`loss_fn`).
     """
 
     pipeline: Pipeline
@@ -162,6 +165,7 @@ class PipelineResult:
     seconds: dict[str, float]
     point: dict[str, np.ndarray]
     seed: int
+    lane_ratio: np.ndarray | None = None
 
     @property
     def mode(self) -> str:
@@ -201,7 +205,7 @@ class PipelineResult:
         stage = self.stages["mix"]
         query = stage.law.query(stage.data, mixtures=self.observed_mixtures() if mixtures is None else mixtures)
         with jax.enable_x64(True):
-            values = st.predict_stage(stage, self.params, query)
+            values = mix_predictions(stage, self.params, query, self.lane_of_draw, self.lane_ratio)
             if kind == "observation":
                 scale = stage.law.noise_scale(self.params, query, stage.data.meta)
                 values = values + scale * student_t_noise(stage.priors["student_df"], values.shape, seed)
@@ -238,9 +242,13 @@ class PipelineResult:
             r0 = jnp.asarray(self.stages["mix"].data.meta["r0"])
             w = jnp.asarray(self.stages["mix"].data.meta["weights"])
         pick = None if eval == OVERALL else evals.index(eval)
+        ratio = None if self.lane_ratio is None else jnp.asarray(self.lane_ratio)
+        lanes = jnp.asarray(self.lane_of_draw[idx])
 
         def f(r):
             per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
+            if ratio is not None:
+                per_eval = shrink_by_lane(per_eval, lanes, ratio, ratio.shape[0])
             return per_eval @ w if pick is None else per_eval[..., pick]
 
         return f
@@ -342,14 +350,15 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
     return lanes, anchor
 
 
-def corrected_lanes(stage: st.Stage, lanes: LaneSamples, values: np.ndarray) -> tuple[LaneSamples, dict]:
-    """Draws-mode lanes brought to the stage's own noise (:mod:`bayesmix.lanenoise`), so the
-    upstream error is counted once; a single fit (K = 1) is returned unchanged."""
+def own_noise(stage: st.Stage, lanes: LaneSamples, values: np.ndarray) -> tuple[np.ndarray | None, dict]:
+    """Per lane and eval, the ratio k (D, E) of the stage's own noise sd to the lane's
+    (:mod:`bayesmix.lanenoise`), used to count the upstream error once; ``None`` for a
+    single fit (K = 1)."""
     if lanes.n_lanes < 2:
-        return lanes, {}
+        return None, {}
     with jax.enable_x64(True):
-        corrected, summary = correct_lanes(stage, lanes, values)
-    return corrected, {"lane_noise": summary}
+        k, summary = lane_ratios(stage, lanes, values)
+    return k, {"lane_noise": summary}
 
 
 def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray, *, n_lanes: int,
@@ -369,11 +378,14 @@ def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray
 
 
 def stage_output(pipeline: Pipeline, stage: st.Stage, labels: pd.DataFrame, lanes: LaneSamples,
-                 rng: np.random.Generator) -> tuple[StageOutput, LaneSamples]:
-    """Predict at the stage's query, hand datasets downstream, and re-check the lanes'
+                 rng: np.random.Generator, k: np.ndarray | None = None) -> tuple[StageOutput, LaneSamples]:
+    """Predict at the stage's query (each lane's predictions brought to the stage's own
+    noise by ``k`` (D, E) when given), hand datasets downstream, and re-check the lanes'
     R-hat on these predictions (the quantity the next stage uses)."""
     with jax.enable_x64(True):
         pred = st.predict_stage(stage, lanes.pooled())
+    if k is not None:
+        pred = shrink_predictions(pred, k[:, stage.query.arrays["eval"]])
     lanes = lanes.checked({"pred": pred.reshape(lanes.diverging.shape + pred.shape[1:])})
     out, _ = output_from_draws(pipeline, labels, pred, n_lanes=lanes.n_lanes, rng=rng)
     return out, lanes
@@ -439,14 +451,14 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
 
     t0 = time.perf_counter()
     up, unit = (outputs["size"], "mixture") if plan.size else (outputs["step"], "run")
-    stage, params, lane_of_draw, diagnostics["mix"], point = run_mix(pipeline, plan, up, unit, priors["mix"],
-                                                                     seed=seed + 2, rng=rng)
+    stage, params, lane_of_draw, diagnostics["mix"], point, ratio = run_mix(pipeline, plan, up, unit,
+                                                                            priors["mix"], seed=seed + 2, rng=rng)
     stages["mix"] = stage
     seconds["mix"] = time.perf_counter() - t0
     bar.update()
     bar.close()
     return PipelineResult(pipeline, plan, stages, outputs, params, lane_of_draw, step_shape, diagnostics, seconds,
-                          point, seed)
+                          point, seed, ratio)
 
 
 def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *, seed: int,
@@ -455,20 +467,22 @@ def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *
     stage = st.size_stage(up.labels, up.values.mean(axis=0), plan, priors=priors)
     lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
                                    None if up.sd is None else up.sd[stage.inputs], seed=seed)
-    lanes, correction = corrected_lanes(stage, lanes, up.values[:, stage.inputs])
-    out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng)
+    k, correction = own_noise(stage, lanes, up.values[:, stage.inputs])
+    out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng, k)
     return stage, out, _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor) | correction
 
 
 def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, priors: dict, *, seed: int,
             rng: np.random.Generator):
     """Mixing stage on the upstream output: stage, pooled params, lane of each draw,
-    diagnostics (R-hat on the predictions at the observed mixtures), point fit."""
+    diagnostics (R-hat on the predictions at the observed mixtures), point fit, and the
+    lanes' own-noise ratio k (D, E) (None for a single fit; :func:`mix_predictions`).
+    The noise draws ``sigma`` are already scaled by k."""
     stage = st.mix_stage(up.labels, up.values.mean(axis=0), plan, unit=unit, weights=pipeline.weights,
                          priors=priors)
     lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
                                    None if up.sd is None else up.sd[stage.inputs], seed=seed)
-    lanes, correction = corrected_lanes(stage, lanes, up.values[:, stage.inputs])
+    k, correction = own_noise(stage, lanes, up.values[:, stage.inputs])
     params = lanes.pooled()
     mixtures = up.labels[["mixture", *mix_columns(up.labels)]].drop_duplicates("mixture")
     with jax.enable_x64(True):
@@ -481,7 +495,24 @@ def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, prior
     else:
         lane_of_draw = rng.integers(pipeline.n_draws, size=pred.shape[0])
     diagnostics = _check_lanes("mix", lanes, pipeline.strict) | _anchor_summary(anchor) | correction
-    return stage, params, lane_of_draw, diagnostics, point
+    if k is not None:
+        params["sigma"] = params["sigma"] * k[lane_of_draw]
+    return stage, params, lane_of_draw, diagnostics, point, k
+
+
+def mix_predictions(stage: st.Stage, params: dict[str, np.ndarray], query, lane_of_draw: np.ndarray | None = None,
+                    lane_ratio: np.ndarray | None = None) -> np.ndarray:
+    """Mixing-law means at ``query`` for every draw: (draws, points). With ``lane_ratio``
+    (D, E), each lane's per-eval predictions are brought towards the lane's mean by
+    its ratio before the overall is formed (:func:`bayesmix.lanenoise.shrink_by_lane`):
+    in prediction space, since a shrink of M4's parameters would move its mean
+    predictions. Run inside x64."""
+    if lane_ratio is None:
+        return st.predict_stage(stage, params, query)
+    per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(query.arrays["r_centered"], params["level"],
+                                                           params["floor"], params["t"])
+    per_eval = np.asarray(shrink_by_lane(per_eval, lane_of_draw, lane_ratio, lane_ratio.shape[0]))
+    return stage.law.with_overall(per_eval, query, stage.data.meta, lambda x, w: x @ w)
 
 
 def predictive_variance(result: PipelineResult, evals=None) -> pd.Series:

@@ -11,11 +11,13 @@ from bayesmix import stages as st
 from bayesmix.batched import LaneSamples
 from bayesmix.lanenoise import (
     K_MIN,
-    correct_lanes,
     fitted_at_observations,
+    lane_ratios,
     noise_variance_factor,
     own_noise_ratio,
     residual_spread,
+    shrink_by_lane,
+    shrink_predictions,
     shrink_towards_lane_mean,
 )
 from bayesmix.laws import resolve_priors
@@ -70,7 +72,7 @@ def mix_stage():
     return st.mix_stage(labels, np.full(8, 3.0), plan, unit="run", weights=None, priors=resolve_priors("mix"))
 
 
-def test_correct_lanes_on_hand_built_m4_lanes(mix_stage):
+def test_lane_ratios_on_hand_built_m4_lanes(mix_stage):
     D, S = 3, 4
     rng = np.random.default_rng(0)
     level = 3.0 + rng.normal(0, 0.1, (D, 1, S, 2))
@@ -86,18 +88,30 @@ def test_correct_lanes_on_hand_built_m4_lanes(mix_stage):
     lane_mean = level.mean(axis=(1, 2))[:, obs_eval]
     residual = np.where(obs_eval == 0, 1.0, 0.0)[None, :] * np.array([[-0.05], [0.0], [0.05]])
     with jax.enable_x64(True):
-        corrected, summary = correct_lanes(mix_stage, lanes, lane_mean + residual)
+        k, summary = lane_ratios(mix_stage, lanes, lane_mean + residual)
     np.testing.assert_allclose(summary["residual_spread"], [0.0025, 0.0], atol=1e-12)
     # Student-t df 5 (the mix default): V = 0.01 * 5/3; k_a = sqrt(1 - 0.005 / V) = sqrt(0.7), k_b = 1
     df = resolve_priors("mix")["student_df"]
     k_a = np.sqrt(1 - 2 * 0.0025 / (0.01 * df / (df - 2)))
-    new, old = corrected.samples["level"], samples["level"]
-    np.testing.assert_allclose(new[..., 0] - old[..., 0].mean(axis=(1, 2), keepdims=True),
-                               k_a * (old[..., 0] - old[..., 0].mean(axis=(1, 2), keepdims=True)))
-    np.testing.assert_allclose(new[..., 1], old[..., 1])
-    np.testing.assert_allclose(corrected.samples["sigma"][..., 0], 0.1 * k_a)
+    np.testing.assert_allclose(k, [[k_a, 1.0]] * D)
     assert summary["own_noise_ratio"]["min"] == pytest.approx(k_a)
-    assert corrected.samples["t"].shape == samples["t"].shape
+
+
+def test_shrink_by_lane_uses_the_draws_present_of_each_lane():
+    values = np.array([1.0, 3.0, 10.0, 5.0, 7.0, 9.0])[:, None, None] * np.ones((1, 2, 1))  # (n, Q=2, E=1)
+    lane_of_draw = np.array([0, 0, 2, 1, 1, 1])  # lane 2 has one draw, lane 1 three
+    k = np.array([[0.5], [0.0], [0.25]])
+    out = np.asarray(shrink_by_lane(values, lane_of_draw, k, 3))
+    np.testing.assert_allclose(out[:, 0, 0], [1.5, 2.5, 10.0, 7.0, 7.0, 7.0])
+    np.testing.assert_allclose(out[:, 1], out[:, 0])
+
+
+def test_shrink_predictions_keeps_each_lane_mean_prediction():
+    pred = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 0.0], [7.0, 4.0]])  # 2 lanes x 2 draws, 2 points
+    k = np.array([[0.5, 0.0], [1.0, 0.5]])
+    out = shrink_predictions(pred, k)
+    np.testing.assert_allclose(out, [[1.5, 20.0], [2.5, 20.0], [5.0, 1.0], [7.0, 3.0]])
+    np.testing.assert_allclose(out.reshape(2, 2, 2).mean(axis=1), pred.reshape(2, 2, 2).mean(axis=1))
 
 
 def test_fitted_at_observations_names_the_stages_it_knows(mix_stage):

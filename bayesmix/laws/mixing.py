@@ -185,16 +185,18 @@ class MixingLaw:
         """(draws, points): per-eval means, plus the weighted overall when present."""
         per_eval = np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(
             query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
-        return self._with_overall(per_eval, query, meta, lambda x, w: x @ w)
+        return self.with_overall(per_eval, query, meta, lambda x, w: x @ w)
 
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_e per eval; sqrt(sum w_e^2 sigma_e^2) for the overall."""
         n_q = query.arrays["r_centered"].shape[0]
         sigma = np.broadcast_to(params["sigma"][:, None, :], (params["sigma"].shape[0], n_q, params["sigma"].shape[1]))
-        return self._with_overall(sigma, query, meta, lambda s, w: np.sqrt((s**2) @ (w**2)))
+        return self.with_overall(sigma, query, meta, lambda s, w: np.sqrt((s**2) @ (w**2)))
 
     @staticmethod
-    def _with_overall(per_eval: np.ndarray, query: Query, meta: dict, combine) -> np.ndarray:
+    def with_overall(per_eval: np.ndarray, query: Query, meta: dict, combine) -> np.ndarray:
+        """(draws, points) from per-eval values (draws, n, E): the evals of each mixture, then
+        ``combine(per_eval, weights)`` as the overall when the query has it."""
         if OVERALL in query.evals:
             w = np.asarray(meta["weights"])
             per_eval = np.concatenate([per_eval, combine(per_eval, w)[..., None]], axis=-1)
