@@ -40,7 +40,8 @@ from common import DEFAULT_ANCHORS, markdown_table, write_json  # noqa: E402
 from bayesmix import stages as st  # noqa: E402
 from bayesmix.laws import resolve_priors  # noqa: E402
 from bayesmix.laws.mixtures import MIX_PREFIX  # noqa: E402
-from bayesmix.pipeline import Pipeline, StageOutput, fit_downstream, fit_step_curves  # noqa: E402
+from bayesmix.lanenoise import shrink_predictions  # noqa: E402
+from bayesmix.pipeline import Pipeline, StageOutput, fit_downstream, fit_step_curves, own_noise  # noqa: E402
 from bayesmix.pointchain import _bootstrap_stage  # noqa: E402
 from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign  # noqa: E402
 
@@ -173,9 +174,13 @@ def part_gemstones(args) -> dict:
                 _, params2, _ = _bootstrap_stage(stage2, values.mean(axis=0)[stage2.inputs], values[:, stage2.inputs],
                                                  n_boot=args.draws, seed=1, n_starts=16, boot_starts=4, rng=rng)
             else:
-                params2 = fit_downstream(pipeline, stage2, values[:, stage2.inputs],
-                                         None if sd is None else sd[stage2.inputs], seed=1)[0].pooled()
+                lanes = fit_downstream(pipeline, stage2, values[:, stage2.inputs],
+                                       None if sd is None else sd[stage2.inputs], seed=1)[0]
+                params2 = lanes.pooled()
             pred2 = st.predict_stage(stage2, params2, query)
+        if mode == "draws":  # as the pipeline does: each lane's spread brought to the stage's own noise
+            k, _ = own_noise(stage2, lanes, values[:, stage2.inputs])
+            pred2 = shrink_predictions(pred2, k[:, query.arrays["eval"]])
         truth2 = final.loc[big["run"]].to_numpy()
         rows.append({"mode": mode, "task": "size: <200M -> 475M..2B at final step", "n": len(truth2),
                      **interval_stats(pred2, truth2), "seconds": time.perf_counter() - t0})
