@@ -48,25 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmix.batched import LaneSamples
-from bayesmix.laws import m4_mean, power_law_mean
+from bayesmix.stages import fitted_at_obs
 
 K_MIN = 0.1
 MEAN_SITES = {"size": ("level", "floor", "exponent"), "mix": ("level", "floor", "t")}
-
-
-def fitted_at_observations(stage, params: dict[str, np.ndarray]) -> np.ndarray:
-    """Law mean at the stage's own observations for every draw: (draws, n_obs). Run inside x64."""
-    a = stage.data.arrays
-    if stage.name == "size":
-        c = a["curve"]
-        return np.asarray(power_law_mean(a["x_scaled"][None, :], params["level"][:, c], params["floor"][:, c],
-                                         params["exponent"][:, c]))
-    if stage.name == "mix":
-        r = jnp.asarray(a["r_centered"])[a["run"]]
-        per_eval = np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r, params["level"], params["floor"],
-                                                                          params["t"]))
-        return per_eval[:, np.arange(r.shape[0]), a["eval"]]
-    raise ValueError(f"no lane noise correction for stage {stage.name!r}; expected one of {sorted(MEAN_SITES)}")
 
 
 def residual_spread(values: np.ndarray, fitted_mean: np.ndarray, obs_eval: np.ndarray, n_evals: int) -> np.ndarray:
@@ -96,11 +81,16 @@ def own_noise_ratio(sigma: np.ndarray, spread: np.ndarray, df: float, k_min: flo
     return np.sqrt(own / lane_var)
 
 
-def shrink_towards_lane_mean(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """x' = mean_s x + k (x - mean_s x) per lane: x (D, chains, draws, *event), k (D, *event)
-    broadcast over chains and draws."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    return mean + k[:, None, None] * (x - mean)
+def shrink_by_lane(values, lane_of_draw, k, n_lanes: int):
+    """Draws brought towards their lane's mean: ``values`` (n, ...) draws of any lanes
+    (``lane_of_draw`` (n,) in 0..D-1, any number of draws per lane), ``k`` (D, ...)
+    broadcastable against one draw; (n, ...). Lane means are over the draws present,
+    so a subsample of draws works. Pure ``jax.numpy``: usable inside a jitted loss function."""
+    lane_of_draw = jnp.asarray(lane_of_draw)
+    sums = jax.ops.segment_sum(values, lane_of_draw, num_segments=n_lanes)
+    counts = jax.ops.segment_sum(jnp.ones(values.shape[0]), lane_of_draw, num_segments=n_lanes)
+    means = (sums / jnp.maximum(counts, 1.0).reshape((-1,) + (1,) * (values.ndim - 1)))[lane_of_draw]
+    return means + jnp.asarray(k)[lane_of_draw] * (values - means)
 
 
 def shrink_predictions(pred: np.ndarray, k_points: np.ndarray) -> np.ndarray:
@@ -111,28 +101,18 @@ def shrink_predictions(pred: np.ndarray, k_points: np.ndarray) -> np.ndarray:
     prediction: a law that is convex in its parameters (the size law's N^-beta far
     beyond the observed sizes) would otherwise move its predictions down."""
     n_lanes = k_points.shape[0]
-    by_lane = pred.reshape((n_lanes, 1, -1) + pred.shape[1:])
-    return shrink_towards_lane_mean(by_lane, k_points).reshape(pred.shape)
-
-
-def shrink_by_lane(values, lane_of_draw, k, n_lanes: int):
-    """Per-eval values brought towards their lane's mean: ``values`` (n, Q, E) draws of any
-    lanes (``lane_of_draw`` (n,) in 0..D-1, any number of draws per lane), ``k`` (D, E);
-    (n, Q, E). Lane means are over the draws present, so a subsample of draws works.
-    Pure ``jax.numpy``: usable inside a jitted loss function."""
-    lane_of_draw = jnp.asarray(lane_of_draw)
-    sums = jax.ops.segment_sum(values, lane_of_draw, num_segments=n_lanes)
-    counts = jax.ops.segment_sum(jnp.ones(values.shape[0]), lane_of_draw, num_segments=n_lanes)
-    means = (sums / jnp.maximum(counts, 1.0)[:, None, None])[lane_of_draw]
-    return means + jnp.asarray(k)[lane_of_draw][:, None, :] * (values - means)
+    lane_of_draw = np.repeat(np.arange(n_lanes), pred.shape[0] // n_lanes)
+    return np.asarray(shrink_by_lane(pred, lane_of_draw, k_points, n_lanes))
 
 
 def lane_ratios(stage, lanes: LaneSamples, values: np.ndarray, k_min: float = K_MIN) -> tuple[np.ndarray, dict]:
     """k (D, E) of the module docstring for lanes fitted to ``values`` (D, n_obs), and a summary
     {"own_noise_ratio": min / median / max of k, "residual_spread": v (E,)}. Run inside x64."""
+    if stage.name not in MEAN_SITES:
+        raise ValueError(f"no lane noise correction for stage {stage.name!r}; expected one of {sorted(MEAN_SITES)}")
     s = lanes.samples
     draws_per_lane = int(np.prod(s["sigma"].shape[1:3]))
-    fitted = fitted_at_observations(stage, lanes.pooled(MEAN_SITES[stage.name]))
+    fitted = fitted_at_obs(stage, lanes.pooled(MEAN_SITES[stage.name]))
     fitted_mean = fitted.reshape(lanes.n_lanes, draws_per_lane, -1).mean(axis=1)
     v = residual_spread(values, fitted_mean, np.asarray(stage.data.arrays["eval"]), s["sigma"].shape[-1])
     k = own_noise_ratio(s["sigma"], v, stage.priors["student_df"], k_min)

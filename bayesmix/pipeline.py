@@ -46,7 +46,7 @@ from bayesmix.data import validate_runs
 from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning
 from bayesmix.fit import labelled_draws, student_t_noise, summarise_draws
 from bayesmix.lanenoise import lane_ratios, shrink_by_lane, shrink_predictions
-from bayesmix.laws import m4_mean, resolve_priors
+from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.progress import progress_enabled
 from bayesmix import curves
@@ -248,7 +248,7 @@ class PipelineResult:
         def f(r):
             per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
             if ratio is not None:
-                per_eval = shrink_by_lane(per_eval, lanes, ratio, ratio.shape[0])
+                per_eval = shrink_by_lane(per_eval, lanes, ratio[:, None, :], ratio.shape[0])
             return per_eval @ w if pick is None else per_eval[..., pick]
 
         return f
@@ -509,9 +509,8 @@ def mix_predictions(stage: st.Stage, params: dict[str, np.ndarray], query, lane_
     predictions. Run inside x64."""
     if lane_ratio is None:
         return st.predict_stage(stage, params, query)
-    per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(query.arrays["r_centered"], params["level"],
-                                                           params["floor"], params["t"])
-    per_eval = np.asarray(shrink_by_lane(per_eval, lane_of_draw, lane_ratio, lane_ratio.shape[0]))
+    per_eval = stage.law.per_eval_draws(params, query)
+    per_eval = np.asarray(shrink_by_lane(per_eval, lane_of_draw, lane_ratio[:, None, :], lane_ratio.shape[0]))
     return stage.law.with_overall(per_eval, query, stage.data.meta, lambda x, w: x @ w)
 
 

@@ -11,14 +11,12 @@ from bayesmix import stages as st
 from bayesmix.batched import LaneSamples
 from bayesmix.lanenoise import (
     K_MIN,
-    fitted_at_observations,
     lane_ratios,
     noise_variance_factor,
     own_noise_ratio,
     residual_spread,
     shrink_by_lane,
     shrink_predictions,
-    shrink_towards_lane_mean,
 )
 from bayesmix.laws import resolve_priors
 
@@ -40,14 +38,14 @@ def test_own_noise_ratio_removes_twice_the_residual_spread_and_keeps_a_floor():
     np.testing.assert_allclose(k_t[0], [np.sqrt(1 - 0.03 / (0.04 * 5 / 3)), 1.0])
 
 
-def test_shrink_towards_lane_mean_is_exact_and_keeps_each_lane_mean():
-    x = np.arange(12, dtype=float).reshape(2, 1, 3, 2)  # (D, chains, draws, E)
+def test_shrink_by_lane_is_exact_and_keeps_each_lane_mean():
+    x = np.arange(12, dtype=float).reshape(6, 2)  # 2 lanes x 3 draws, E = 2
     k = np.array([[0.5, 1.0], [0.0, 0.25]])
-    out = shrink_towards_lane_mean(x, k)
-    np.testing.assert_allclose(out.mean(axis=(1, 2)), x.mean(axis=(1, 2)))
-    np.testing.assert_allclose(out[0, 0, :, 0], [1.0, 2.0, 3.0])  # lane 0, eval 0: mean 2, half the spread
-    np.testing.assert_allclose(out[1, 0, :, 0], [8.0, 8.0, 8.0])  # k = 0: collapsed to the lane mean
-    np.testing.assert_allclose(out[1, 0, :, 1], [8.5, 9.0, 9.5])  # mean 9, a quarter of the spread
+    out = np.asarray(shrink_by_lane(x, np.repeat([0, 1], 3), k, 2)).reshape(2, 3, 2)
+    np.testing.assert_allclose(out.mean(axis=1), x.reshape(2, 3, 2).mean(axis=1))
+    np.testing.assert_allclose(out[0, :, 0], [1.0, 2.0, 3.0])  # lane 0, eval 0: mean 2, half the spread
+    np.testing.assert_allclose(out[1, :, 0], [8.0, 8.0, 8.0])  # k = 0: collapsed to the lane mean
+    np.testing.assert_allclose(out[1, :, 1], [8.5, 9.0, 9.5])  # mean 9, a quarter of the spread
 
 
 def test_residual_spread_per_eval_and_its_errors():
@@ -80,7 +78,7 @@ def test_lane_ratios_on_hand_built_m4_lanes(mix_stage):
                "sigma": np.full((D, 1, S, 2), 0.1)}
     lanes = LaneSamples(samples, np.zeros((D, 1, S), bool), np.ones((D, 1, S)))
     with jax.enable_x64(True):
-        fitted = fitted_at_observations(mix_stage, lanes.pooled(["level", "floor", "t"]))
+        fitted = st.fitted_at_obs(mix_stage, lanes.pooled(["level", "floor", "t"]))
     # t = 0: the law's mean is the level of the observation's eval, in every draw
     obs_eval = mix_stage.data.arrays["eval"]
     np.testing.assert_allclose(fitted, level.reshape(D * S, 2)[:, obs_eval])
@@ -101,7 +99,7 @@ def test_shrink_by_lane_uses_the_draws_present_of_each_lane():
     values = np.array([1.0, 3.0, 10.0, 5.0, 7.0, 9.0])[:, None, None] * np.ones((1, 2, 1))  # (n, Q=2, E=1)
     lane_of_draw = np.array([0, 0, 2, 1, 1, 1])  # lane 2 has one draw, lane 1 three
     k = np.array([[0.5], [0.0], [0.25]])
-    out = np.asarray(shrink_by_lane(values, lane_of_draw, k, 3))
+    out = np.asarray(shrink_by_lane(values, lane_of_draw, k[:, None, :], 3))
     np.testing.assert_allclose(out[:, 0, 0], [1.5, 2.5, 10.0, 7.0, 7.0, 7.0])
     np.testing.assert_allclose(out[:, 1], out[:, 0])
 
@@ -114,8 +112,8 @@ def test_shrink_predictions_keeps_each_lane_mean_prediction():
     np.testing.assert_allclose(out.reshape(2, 2, 2).mean(axis=1), pred.reshape(2, 2, 2).mean(axis=1))
 
 
-def test_fitted_at_observations_names_the_stages_it_knows(mix_stage):
+def test_lane_ratios_names_the_stages_it_knows(mix_stage):
     import dataclasses
 
     with pytest.raises(ValueError, match="no lane noise correction for stage 'step'"):
-        fitted_at_observations(dataclasses.replace(mix_stage, name="step"), {})
+        lane_ratios(dataclasses.replace(mix_stage, name="step"), None, np.zeros((2, 8)))

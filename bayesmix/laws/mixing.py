@@ -183,9 +183,13 @@ class MixingLaw:
 
     def mean_draws(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): per-eval means, plus the weighted overall when present."""
-        per_eval = np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(
+        return self.with_overall(self.per_eval_draws(params, query), query, meta, lambda x, w: x @ w)
+
+    @staticmethod
+    def per_eval_draws(params: dict[str, np.ndarray], query: Query) -> np.ndarray:
+        """(draws, n, E): every eval's mean at the query's mixtures for every draw."""
+        return np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(
             query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
-        return self.with_overall(per_eval, query, meta, lambda x, w: x @ w)
 
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_e per eval; sqrt(sum w_e^2 sigma_e^2) for the overall."""
