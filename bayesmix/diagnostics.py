@@ -3,11 +3,18 @@
 Thresholds follow Vehtari et al. (2021) and common practice: R-hat <= 1.01,
 bulk and tail ESS >= 100 per chain (400 for 4 chains), no divergent
 transitions, E-BFMI >= 0.3 in every chain.
+
+Beside the gate, the share of transitions whose tree reached
+``max_tree_depth`` is reported (as Stan does). It is an efficiency signal, not
+a validity one, so it does not fail a fit; but when a fit fails and most
+trajectories were cut at the maximum depth, NUTS was moving as a random walk,
+and the warning says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 
 import arviz as az
@@ -41,6 +48,8 @@ class Diagnostics:
     ebfmi_min: float
     n_draws: int
     problems: tuple[str, ...]
+    treedepth_saturation: float = float("nan")
+    max_tree_depth: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,6 +78,8 @@ def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = T
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     ebfmi_min = float(np.min(az.bfmi(idata))) if "energy" in stats else float("nan")
+    max_depth = _max_tree_depth(post.attrs)
+    saturation = treedepth_saturation(stats, max_depth)
     ess_min = thresholds.ess_per_chain_min * n_chains
     problems = []
     if n_chains > 1 and not rhat_max <= thresholds.rhat_max:
@@ -82,7 +93,28 @@ def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = T
     if not ebfmi_min >= thresholds.ebfmi_min:
         problems.append(f"E-BFMI {ebfmi_min:.2f} < {thresholds.ebfmi_min}")
     return Diagnostics(rhat_max, ess_bulk_min, ess_tail_min, divergences, ebfmi_min,
-                       n_chains * post.sizes["draw"], tuple(problems))
+                       n_chains * post.sizes["draw"], tuple(problems), saturation, max_depth)
+
+
+def treedepth_saturation(sample_stats, max_tree_depth: int | None) -> float:
+    """Share of transitions whose tree reached the maximum depth.
+
+    A NUTS tree of depth d takes up to 2**d - 1 leapfrog steps; ArviZ stores
+    ``tree_depth`` = floor(log2(n_steps)) + 1, so a tree cut at the limit has
+    ``tree_depth == max_tree_depth``. NaN when the depth or the limit is unknown.
+    """
+    if max_tree_depth is None or sample_stats is None or "tree_depth" not in sample_stats:
+        return float("nan")
+    depth = np.asarray(sample_stats["tree_depth"])
+    return float(np.mean(depth >= max_tree_depth))
+
+
+def _max_tree_depth(attrs) -> int | None:
+    """The sampler's ``max_tree_depth`` recorded on the posterior (JSON ``sampler`` attribute), if any."""
+    try:
+        return int(json.loads(attrs["sampler"])["max_tree_depth"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def check(diagnostics: Diagnostics, *, strict: bool = False, what: str = "fit") -> Diagnostics:
@@ -90,6 +122,10 @@ def check(diagnostics: Diagnostics, *, strict: bool = False, what: str = "fit") 
     if diagnostics.ok:
         return diagnostics
     message = f"{what}: convergence diagnostics failed: " + "; ".join(diagnostics.problems)
+    if diagnostics.treedepth_saturation >= 0.5:
+        message += (f"; {diagnostics.treedepth_saturation:.0%} of transitions hit max_tree_depth="
+                    f"{diagnostics.max_tree_depth}, so NUTS moved as a random walk (a larger max_tree_depth, "
+                    "or a better-conditioned parameterisation, is the remedy)")
     if strict:
         raise DiagnosticsError(message)
     warnings.warn(message + " (treat the intervals with caution; more draws or a reparameterisation may help)",

@@ -79,7 +79,7 @@ def run_nuts(
                     num_chains=config.num_chains, chain_method=config.chain_method,
                     progress_bar=progress_enabled(config.progress_bar))
         key = jax.random.PRNGKey(seed)
-        mcmc.run(key, **model_kwargs, extra_fields=("diverging", "energy"))
+        mcmc.run(key, **model_kwargs, extra_fields=("diverging", "energy", "num_steps"))
         samples = mcmc.get_samples()
         predictive = Predictive(model, samples)(jax.random.fold_in(key, 1), **{**model_kwargs, "y": None})
     ppc = {"obs": np.asarray(predictive["obs"]).reshape(config.num_chains, config.num_samples, -1)}

@@ -478,7 +478,7 @@ def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out = pd.DataFrame({"part": diagnostics["part"].astype(str)})
     for col, fmt in (("rhat_max", "{:.3f}"), ("rhat_pooled", "{:.3f}"), ("ess_bulk_min", "{:.0f}"),
                      ("ess_tail_min", "{:.0f}"), ("divergences", "{:.0f}"), ("ebfmi_min", "{:.2f}"),
-                     ("lanes", "{:.0f}"), ("fail_fraction", "{:.0%}")):
+                     ("treedepth_saturation", "{:.0%}"), ("lanes", "{:.0f}"), ("fail_fraction", "{:.0%}")):
         if col in diagnostics and diagnostics[col].notna().any():
             out[col.replace("_", " ")] = [fmt.format(v) if pd.notna(v) else "" for v in diagnostics[col]]
     out["status"] = ['<span class="good">ok</span>' if ok else '<span class="bad">FAILED</span>'
@@ -1039,7 +1039,8 @@ def report_from_fit(
     d = fit.diagnostics
     diagnostics = pd.DataFrame([{"part": "mixing law", "rhat_max": d.rhat_max, "ess_bulk_min": d.ess_bulk_min,
                                  "ess_tail_min": d.ess_tail_min, "divergences": d.divergences,
-                                 "ebfmi_min": d.ebfmi_min, "ok": d.ok, "problems": "; ".join(d.problems)}])
+                                 "ebfmi_min": d.ebfmi_min, "treedepth_saturation": d.treedepth_saturation,
+                                 "ok": d.ok, "problems": "; ".join(d.problems)}])
     attrs = fit.idata.posterior.attrs
     meta = fit.data.meta
     target = f"{int(meta['size']):,} parameters, {int(meta['step']):,} steps" if "size" in meta else ""

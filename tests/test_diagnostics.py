@@ -1,10 +1,12 @@
 """The diagnostics gate on hand-built posteriors."""
 
+import json
+
 import arviz as az
 import numpy as np
 import pytest
 
-from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning, check, diagnose
+from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning, check, diagnose, treedepth_saturation
 
 
 def idata_from(chains: np.ndarray, diverging=None, energy=None) -> az.InferenceData:
@@ -40,3 +42,37 @@ def test_stuck_chains_fail_with_numbers():
         check(d)
     with pytest.raises(DiagnosticsError, match="3 divergent transitions"):
         check(d, strict=True)
+
+
+def saturated_idata(depth: np.ndarray, max_tree_depth=8) -> az.InferenceData:
+    """Stuck chains whose trees reached ``depth`` (chain, draw), with the sampler's limit recorded."""
+    rng = np.random.default_rng(1)
+    chains = rng.standard_normal(depth.shape) * 0.1 + np.arange(depth.shape[0])[:, None]
+    idata = az.from_dict(posterior={"x": chains}, sample_stats={"tree_depth": depth})
+    if max_tree_depth is not None:
+        idata.posterior.attrs["sampler"] = json.dumps({"max_tree_depth": max_tree_depth})
+    return idata
+
+
+def test_treedepth_saturation_is_the_share_of_trees_at_the_limit():
+    depth = np.full((2, 100), 5)
+    depth[0, :30] = 8
+    depth[1, :10] = 8
+    d = diagnose(saturated_idata(depth))
+    assert d.max_tree_depth == 8
+    assert d.treedepth_saturation == pytest.approx(0.2)
+    assert treedepth_saturation({"tree_depth": depth}, 5) == 1.0
+    assert np.isnan(treedepth_saturation({"tree_depth": depth}, None))
+    assert np.isnan(diagnose(saturated_idata(depth, max_tree_depth=None)).treedepth_saturation)
+
+
+def test_failed_fit_with_saturated_trees_says_nuts_moved_as_a_random_walk():
+    saturated = diagnose(saturated_idata(np.full((2, 100), 8)))
+    assert not saturated.ok and saturated.treedepth_saturation == 1.0
+    assert not any("tree" in p for p in saturated.problems)  # an efficiency signal, not a failure of its own
+    with pytest.warns(DiagnosticsWarning, match=r"100% of transitions hit max_tree_depth=8, so NUTS moved as a random walk"):
+        check(saturated)
+    shallow = diagnose(saturated_idata(np.full((2, 100), 4)))
+    with pytest.warns(DiagnosticsWarning) as record:
+        check(shallow)
+    assert "max_tree_depth" not in str(record[0].message)

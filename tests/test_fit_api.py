@@ -65,6 +65,15 @@ def test_save_and_load_round_trip(result, tmp_path):
     assert "bayesmix_version" in loaded.idata.posterior.attrs
     for group in ("posterior", "posterior_predictive", "log_likelihood", "observed_data", "constant_data", "sample_stats"):
         assert group in loaded.idata.groups()
+    assert loaded.diagnostics.max_tree_depth == result.diagnostics.max_tree_depth == SamplerConfig().max_tree_depth
+
+
+def test_tree_depths_are_recorded_and_summarised(result):
+    stats = result.idata.sample_stats
+    assert stats["tree_depth"].dims == ("chain", "draw")
+    steps, depth = stats["n_steps"].to_numpy(), stats["tree_depth"].to_numpy()
+    np.testing.assert_array_equal(depth, np.floor(np.log2(steps)).astype(int) + 1)
+    assert result.diagnostics.treedepth_saturation == pytest.approx(np.mean(depth >= 10))
 
 
 def test_bad_prediction_inputs_are_rejected(result):
