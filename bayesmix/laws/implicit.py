@@ -54,16 +54,41 @@ Sampling: what was done about exchangeable latent labels, and what is left
   ``fitted``, ``level``, ``floor`` and ``sigma`` only, all label-invariant
   (``ImplicitLaw.diagnostic_vars``). Raw ``t`` and ``weight`` are kept in the
   posterior for inspection but are not gated on.
-* **Known limit.** On RegMix's Pile-CC (614 training runs, 17 domains) the
-  chains still do not mix on the predictions: R-hat 1.4-1.75 over five splits
-  with 4 chains x 500 draws, and a chain's own halves disagree about as much.
-  The chains drift slowly along a ridge where the global interaction scale tau
-  and the interactions of the weakly used latent domains grow or shrink
-  together. A centred t, a dense mass matrix, a Normal likelihood and a warm-up
-  three times longer all leave the R-hat at 1.4-1.6 (or worse). The gate
-  reports this as a failed diagnostic. The predictions stay accurate (MAE
-  0.027, 90% coverage 0.88 there), but their intervals miss the spread between
-  chains.
+* **Known limit: NUTS mixes slowly on this law.** On RegMix's Pile-CC (614
+  training runs, 17 domains) the chains do not mix on the predictions: R-hat
+  1.4-1.75 over five splits (4 chains x 500 draws, tree depth 8), and a chain's
+  own halves disagree about as much. The predictions stay accurate (MAE 0.027,
+  90% coverage 0.88 there), but their intervals miss the spread between chains,
+  and the gate reports a failed diagnostic. ``benchmarks/bench_implicit_geometry.py``
+  shows where this comes from:
+
+  - It is not the labels, nor a wrong law. The chains also drift on a toy with a
+    known 3-latent truth on 3 domains (200 runs), and on a twin of RegMix whose
+    losses are drawn from this law itself.
+  - In every variant tried, on all three datasets, every NUTS tree hit
+    ``max_tree_depth``, so NUTS moved as a random walk. The diagnostics report
+    this share (``treedepth_saturation``).
+  - The posterior is badly conditioned. Scale the Hessian of the log density by
+    one chain's posterior sds (the best diagonal metric). On the toy its largest
+    eigenvalue is about 1.4e5, which allows a step of about 0.003. The stiffest
+    direction is the product t = tau * lambda_j * z of the latent domains that
+    carry weight: the data pin t down, so tau, lambda_j and z can move only
+    together, along a curved ridge.
+  - Removing the scale hierarchy (t = 5 z), or integrating the scales out (a
+    multivariate Student-t on each domain's column of t), removes that ridge but
+    not the stiffness. What is left couples a latent domain's interactions with
+    the weights and the floor. It is as stiff (largest eigenvalue 3.5e5-5.8e5),
+    and it changes by 3-11x along a chain, which no single metric fits. A dense
+    metric helps on the toy (R-hat 1.04 against 1.09) but not on RegMix or the
+    twin (2.08 and 2.20).
+  - On RegMix none of these variants mixes: worst R-hat 1.46-2.08, against 1.39
+    for the shipped prior in the same run. On the twin the fixed scale does
+    best (1.13, against 1.50), but it is less accurate there (MAE 0.017 against
+    0.009) and on RegMix (0.037 against 0.028). The shipped prior is therefore
+    kept.
+  - What would fix it is a sampler that does not rely on one global metric, or a
+    law with fewer, better-identified parameters. For the latter, compare the
+    laws by LOO (``bayesmix compare``).
 """
 
 from __future__ import annotations
