@@ -27,6 +27,7 @@ truth's mean for toy and twin, of held-out losses for regmix).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -43,50 +44,34 @@ from numpyro.infer import init_to_value
 from numpyro.infer.util import initialize_model, unconstrain_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_ANCHORS, coverage, markdown_table, regmix_eval_rows, split_runs, write_json  # noqa: E402
+from common import (
+    DEFAULT_ANCHORS,
+    coverage,
+    markdown_table,
+    regmix_eval_rows,
+    split_runs,
+    write_json,
+)
 
-from bayesmix.data import validate_runs  # noqa: E402
-from bayesmix.diagnostics import diagnose  # noqa: E402
-from bayesmix.infer import SamplerConfig, run_nuts  # noqa: E402
-from bayesmix.laws import get_law  # noqa: E402
-from bayesmix.laws.implicit import implicit_mean, implicit_model  # noqa: E402
-from bayesmix.laws.powerlaw import likelihood  # noqa: E402
-from bayesmix.laws.priors import resolve_priors  # noqa: E402
-from bayesmix.simulate import dirichlet_mixtures  # noqa: E402
+from bayesmix.data import validate_runs
+from bayesmix.diagnostics import diagnose
+from bayesmix.infer import SamplerConfig, run_nuts
+from bayesmix.laws import get_law
+from bayesmix.laws.implicit import implicit_mean, implicit_model
+from bayesmix.laws.priors import resolve_priors
+from bayesmix.simulate import dirichlet_mixtures
 
 LATENT = 30
 FIXED_SCALE = 5.0
 MARGINAL_DF, MARGINAL_SCALE = 2.0, 2.0
 
 
-def variant_model(interactions):
-    """The implicit law with ``interactions(K, M) -> t_raw`` (K, M) in place of the shipped prior on t."""
-
-    def model(data, priors, y=None):
-        x = data["r_centered"]
-        n_latent, n_domains = int(data["n_latent"]), x.shape[1]
-        level_z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
-        floor_logit = numpyro.sample("floor_logit", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
-        level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * level_z))
-        floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(floor_logit))
-        t_raw = interactions(n_latent, n_domains)
-        t = numpyro.deterministic("t", t_raw - jnp.mean(t_raw, axis=1, keepdims=True))
-        a = numpyro.sample("weight_logit", dist.Normal(0.0, priors["weight_logit_sd"]).expand([n_latent]).to_event(1))
-        weight = numpyro.deterministic("weight", jax.nn.softmax(a))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
-        mean = numpyro.deterministic("fitted", implicit_mean(x, level, floor, weight, t))
-        with numpyro.plate("obs_dim", mean.shape[0]):
-            numpyro.sample("obs", likelihood(mean, sigma, priors["student_df"], y), obs=y)
-
-    return model
-
-
-def fixed_interactions(n_latent, n_domains):
+def fixed_interactions(n_latent, n_domains, priors):
     z = numpyro.sample("interaction_z", dist.Normal(0.0, 1.0).expand([n_latent, n_domains]).to_event(2))
     return FIXED_SCALE * z
 
 
-def marginal_interactions(n_latent, n_domains):
+def marginal_interactions(n_latent, n_domains, priors):
     column = dist.MultivariateStudentT(MARGINAL_DF, jnp.zeros(n_latent), MARGINAL_SCALE * jnp.eye(n_latent))
     return numpyro.sample("interaction_t", column.expand([n_domains]).to_event(1)).T
 
@@ -105,8 +90,8 @@ def variant_init(name: str, shipped_init: dict) -> dict:
 
 VARIANTS = {
     "shipped": (implicit_model, False),
-    "fixed_scale": (variant_model(fixed_interactions), False),
-    "marginal_scales": (variant_model(marginal_interactions), False),
+    "fixed_scale": (functools.partial(implicit_model, interactions=fixed_interactions), False),
+    "marginal_scales": (functools.partial(implicit_model, interactions=marginal_interactions), False),
     "shipped_dense": (implicit_model, True),
 }
 

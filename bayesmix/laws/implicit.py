@@ -114,18 +114,27 @@ def implicit_mean(r_centered, level, floor, weight, t):
     return floor + (level - floor) * (jnp.exp(r_centered @ t.T) @ weight)
 
 
-def implicit_model(data: dict, priors: dict, y=None):
-    """numpyro model; data: ``r_centered`` (n, M), ``y_ref``, ``loss_scale``, ``n_latent`` (int)."""
+def ard_interactions(n_latent: int, n_domains: int, priors: dict):
+    """The interactions before centring, (K, M): t_kj = tau * lambda_j * z_kj (non-centred ARD prior)."""
+    tau = numpyro.sample("interaction_tau", dist.HalfNormal(priors["interaction_scale"]))
+    lam = numpyro.sample("domain_scale", dist.HalfNormal(priors["domain_scale"]).expand([n_domains]).to_event(1))
+    z = numpyro.sample("interaction_z", dist.Normal(0.0, 1.0).expand([n_latent, n_domains]).to_event(2))
+    return tau * lam * z
+
+
+def implicit_model(data: dict, priors: dict, y=None, interactions=ard_interactions):
+    """numpyro model; data: ``r_centered`` (n, M), ``y_ref``, ``loss_scale``, ``n_latent`` (int).
+
+    ``interactions(K, M, priors) -> (K, M)`` samples the uncentred t (the ARD
+    prior by default; the geometry benchmark swaps in others).
+    """
     x = data["r_centered"]
     n_latent, n_domains = int(data["n_latent"]), x.shape[1]
     level_z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
     floor_logit = numpyro.sample("floor_logit", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
     level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * level_z))
     floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(floor_logit))
-    tau = numpyro.sample("interaction_tau", dist.HalfNormal(priors["interaction_scale"]))
-    lam = numpyro.sample("domain_scale", dist.HalfNormal(priors["domain_scale"]).expand([n_domains]).to_event(1))
-    z = numpyro.sample("interaction_z", dist.Normal(0.0, 1.0).expand([n_latent, n_domains]).to_event(2))
-    t_raw = tau * lam * z
+    t_raw = interactions(n_latent, n_domains, priors)
     t = numpyro.deterministic("t", t_raw - jnp.mean(t_raw, axis=1, keepdims=True))
     a = numpyro.sample("weight_logit", dist.Normal(0.0, priors["weight_logit_sd"]).expand([n_latent]).to_event(1))
     weight = numpyro.deterministic("weight", jax.nn.softmax(a))
