@@ -511,7 +511,7 @@ def mix_predictions(stage: st.Stage, params: dict[str, np.ndarray], query, lane_
         return st.predict_stage(stage, params, query)
     per_eval = stage.law.per_eval_draws(params, query)
     per_eval = np.asarray(shrink_by_lane(per_eval, lane_of_draw, lane_ratio[:, None, :], lane_ratio.shape[0]))
-    return stage.law.with_overall(per_eval, query, stage.data.meta, lambda x, w: x @ w)
+    return stage.law.mean_from_per_eval(per_eval, query, stage.data.meta)
 
 
 def predictive_variance(result: PipelineResult, evals=None) -> pd.Series:

@@ -183,7 +183,7 @@ class MixingLaw:
 
     def mean_draws(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): per-eval means, plus the weighted overall when present."""
-        return self.with_overall(self.per_eval_draws(params, query), query, meta, lambda x, w: x @ w)
+        return self.mean_from_per_eval(self.per_eval_draws(params, query), query, meta)
 
     @staticmethod
     def per_eval_draws(params: dict[str, np.ndarray], query: Query) -> np.ndarray:
@@ -191,14 +191,19 @@ class MixingLaw:
         return np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(
             query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
 
+    @classmethod
+    def mean_from_per_eval(cls, per_eval: np.ndarray, query: Query, meta: dict) -> np.ndarray:
+        """(draws, points) from per-eval means (draws, n, E): the overall is sum_e w_e L_e."""
+        return cls._with_overall(per_eval, query, meta, lambda x, w: x @ w)
+
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_e per eval; sqrt(sum w_e^2 sigma_e^2) for the overall."""
         n_q = query.arrays["r_centered"].shape[0]
         sigma = np.broadcast_to(params["sigma"][:, None, :], (params["sigma"].shape[0], n_q, params["sigma"].shape[1]))
-        return self.with_overall(sigma, query, meta, lambda s, w: np.sqrt((s**2) @ (w**2)))
+        return self._with_overall(sigma, query, meta, lambda s, w: np.sqrt((s**2) @ (w**2)))
 
     @staticmethod
-    def with_overall(per_eval: np.ndarray, query: Query, meta: dict, combine) -> np.ndarray:
+    def _with_overall(per_eval: np.ndarray, query: Query, meta: dict, combine) -> np.ndarray:
         """(draws, points) from per-eval values (draws, n, E): the evals of each mixture, then
         ``combine(per_eval, weights)`` as the overall when the query has it."""
         if OVERALL in query.evals:
