@@ -55,7 +55,7 @@ from common import (
 
 from bayesmix.data import validate_runs
 from bayesmix.diagnostics import diagnose
-from bayesmix.infer import SamplerConfig, run_nuts
+from bayesmix.infer import SamplerConfig, posterior_draws, run_nuts
 from bayesmix.laws import get_law
 from bayesmix.laws.implicit import implicit_mean, implicit_model
 from bayesmix.laws.priors import resolve_priors
@@ -136,12 +136,10 @@ def sample(name, data, priors, init, y, config, seed):
 
 def predictions(idata, x_test: np.ndarray) -> np.ndarray:
     """Law means (draws, points) at centred test mixtures."""
-    post = idata.posterior.stack(sample=("chain", "draw"))
-    t = post["t"].transpose("sample", ...).to_numpy()
-    weight = post["weight"].transpose("sample", ...).to_numpy()
-    level, floor = post["level"].to_numpy(), post["floor"].to_numpy()
-    return floor[:, None] + (level - floor)[:, None] * np.einsum("dnk,dk->dn", np.exp(np.einsum("nm,dkm->dnk", x_test, t)),
-                                                                   weight)
+    p = posterior_draws(idata, ("level", "floor", "weight", "t"))
+    with jax.enable_x64(True):
+        return np.asarray(jax.vmap(implicit_mean, in_axes=(None, 0, 0, 0, 0))(
+            jnp.asarray(x_test), p["level"], p["floor"], p["weight"], p["t"]))
 
 
 def row(dataset, name, idata, seconds, x_test, target, observed: bool, student_df: float):
