@@ -95,7 +95,7 @@ def error_budget(result, *, seed: int = 0, evals=None) -> ErrorBudget:
     if eval != OVERALL and eval not in names:
         raise ValueError(f"unknown eval {eval!r}; the pipeline has {names + [OVERALL]}")
     pipeline, plan = result.pipeline, result.plan
-    priors = pipeline.stage_priors()
+    priors = pipeline.stage_priors(plan.step_law)
     rng = np.random.default_rng(seed)
     mixtures = result.observed_mixtures()
     v_full = mean_variance(result.stages["mix"], result.params, mixtures, eval, result.lane_of_draw,

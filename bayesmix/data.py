@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesmix.schedule import ScheduleError, check_schedule
+
 __all__ = [
     "MIX_PREFIX",
     "REQUIRED",
@@ -243,6 +245,10 @@ def _validate(df: pd.DataFrame, *, tol: float, note: str = "") -> pd.DataFrame:
     _check_constant_within_run(out, cols)
     out = _renormalise(out, cols, tol, note)
     _check_duplicates(out)
+    try:
+        out = check_schedule(out)
+    except ScheduleError as err:
+        raise RunTableError(str(err)) from None
     out["size"] = out["size"].astype(np.int64)
     out["step"] = out["step"].astype(np.int64)
     if "tokens" in out.columns and out["tokens"].notna().all():

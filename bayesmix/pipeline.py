@@ -49,6 +49,7 @@ from bayesmix.lanenoise import lane_ratios, shrink_by_lane, shrink_predictions
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.progress import progress_enabled
+from bayesmix.schedule import Schedule
 from bayesmix import curves
 from bayesmix import stages as st
 
@@ -85,12 +86,16 @@ class Pipeline:
     moments mode);
     ``lane_config``: NUTS for each of the D lanes (few chains and draws: D fits
     pooled give plenty); ``curve_config``: NUTS for each step-law curve.
-    ``weights``: eval weights of the overall loss.
+    ``weights``: eval weights of the overall loss. ``target_schedule``: the target
+    run's learning-rate schedule (:class:`bayesmix.schedule.Schedule`; ``None``: each
+    proxy run's own plan), used by the schedule-aware step law when the runs record
+    their schedules.
     """
 
     target_size: int | None = None
     target_step: int | None = None
     min_step: int = 1
+    target_schedule: Schedule | None = None
     mode: str = "draws"
     n_draws: int = 128
     evals: tuple[str, ...] | None = None
@@ -116,9 +121,11 @@ class Pipeline:
         if unknown:
             raise KeyError(f"priors are given per law {list(STAGES)}; unknown key(s) {unknown}")
 
-    def stage_priors(self) -> dict[str, dict[str, float]]:
-        """Resolved priors of every law (unknown names raise KeyError)."""
-        return {name: resolve_priors(name, (self.priors or {}).get(name)) for name in STAGES}
+    def stage_priors(self, step_law: str = "step") -> dict[str, dict[str, float]]:
+        """Resolved priors of every stage's law (the step stage's: ``step_law``'s; unknown
+        names raise KeyError)."""
+        laws = {"step": step_law, "size": "size", "mix": "mix"}
+        return {name: resolve_priors(laws[name], (self.priors or {}).get(name)) for name in STAGES}
 
     def fit(self, runs: pd.DataFrame, *, seed: int) -> PipelineResult:
         """Run every needed stage on ``runs`` (tidy run table) and return the result."""
@@ -130,7 +137,8 @@ class Pipeline:
             if missing:
                 raise ValueError(f"eval domain(s) {missing} are not in the table")
             runs = runs[runs["eval"].astype(str).isin(self.evals)]
-        plan = st.plan_stages(runs, target_size=self.target_size, target_step=self.target_step)
+        plan = st.plan_stages(runs, target_size=self.target_size, target_step=self.target_step,
+                              target_schedule=self.target_schedule)
         if self.mode == "point":
             from bayesmix.pointchain import run_point_chain
 
@@ -407,15 +415,16 @@ def step_shape_from(stage: st.Stage, params: dict[str, np.ndarray], labels: pd.D
     """Reducible loss at S* and exponent per (dataset, run-eval curve): the step law
     ``L(S) = floor + reducible * (S / S*)^-exponent`` of every proxy curve."""
     c = stage.query.arrays["curve"]
-    x = stage.query.arrays["x_scaled"][None, :]
-    level, floor, exponent = params["level"][:, c], params["floor"][:, c], params["exponent"][:, c]
-    return {"labels": labels, "reducible": (level - floor) * np.power(x, -exponent), "exponent": exponent}
+    with jax.enable_x64(True):
+        mean = st.predict_stage(stage, params)
+    floor, exponent = params["floor"][:, c], params["exponent"][:, c]
+    return {"labels": labels, "reducible": mean - floor, "exponent": exponent}
 
 
 def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int) -> PipelineResult:
     """Draws and moments modes."""
     rng = np.random.default_rng(seed)
-    priors = pipeline.stage_priors()
+    priors = pipeline.stage_priors(plan.step_law)
     runs_frame = st.run_mixtures_frame(runs)
     stages, outputs, diagnostics, seconds = {}, {}, {}, {}
     step_shape = None

@@ -52,7 +52,7 @@ def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
 
     rng = np.random.default_rng(seed)
     B = int(pipeline.n_draws)
-    priors = pipeline.stage_priors()
+    priors = pipeline.stage_priors(plan.step_law)
     runs_frame = st.run_mixtures_frame(runs)
     stages, outputs, seconds, diagnostics = {}, {}, {}, {}
     step_shape = None

@@ -167,3 +167,32 @@ def simulate_campaign(
     for m, d in enumerate(law.domains):
         table[MIX_PREFIX + d] = r[k, m]
     return table
+
+
+def annealing_losses(schedule, steps: np.ndarray, *, floor: float, amplitude: float, exponent: float,
+                     anneal: float) -> np.ndarray:
+    """``floor + amplitude S1^-exponent - anneal S2`` at ``steps`` of ``schedule``
+    (:class:`bayesmix.schedule.Schedule`; areas in steps at the peak rate / 1000)."""
+    s1, s2 = schedule.areas(np.asarray(steps))
+    return floor + amplitude * np.power(s1 / 1000.0, -exponent) - anneal * s2 / 1000.0
+
+
+def simulate_annealing_runs(runs: dict[str, tuple], *, floor: float = 1.5, amplitude: float = 0.8,
+                            exponent: float = 0.5, anneal: float = 0.4, noise: float = 0.003,
+                            checkpoints: int = 10, first: int = 30, seed: int) -> pd.DataFrame:
+    """Run table of one mixture, size and eval domain whose runs follow the schedule-aware
+    step law (:func:`annealing_losses`) with Gaussian noise (sd ``noise``).
+
+    ``runs``: name -> (schedule, stopping step); checkpoints log-spaced from ``first``.
+    The rows carry the schedule columns and ``lr`` (:func:`bayesmix.schedule.with_schedule`)."""
+    from bayesmix.schedule import with_schedule
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, (schedule, stop) in runs.items():
+        steps = np.unique(np.round(np.geomspace(first, stop, checkpoints)).astype(int))
+        loss = annealing_losses(schedule, steps, floor=floor, amplitude=amplitude, exponent=exponent, anneal=anneal)
+        rows = pd.DataFrame({"run": name, "size": 1_000_000, "step": steps, "eval": "web",
+                             "loss": loss + noise * rng.standard_normal(steps.size), MIX_PREFIX + "web": 1.0})
+        parts.append(with_schedule(rows, schedule))
+    return pd.concat(parts, ignore_index=True)

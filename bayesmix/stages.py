@@ -33,7 +33,9 @@ from bayesmix.data import RunTableError
 from bayesmix.laws import LawData, Query, get_law, m4_mean, power_law_mean
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
 from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
+from bayesmix.laws.annealing import ANNEALED
 from bayesmix.laws.size import MIN_SIZES
+from bayesmix.schedule import Schedule, has_schedule, run_schedules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,24 +49,69 @@ class Stage:
     inputs: np.ndarray
     priors: dict
     labels: dict | None = None  # the law's own mixture labels -> the pipeline's
+    law_name: str | None = None  # the law fitted, when it is not the stage's own (e.g. "anneal" for "step")
 
     @property
     def law(self):
-        return get_law(self.name)
+        return get_law(self.law_name or self.name)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Which stages run: ``step`` and ``size`` flags, and the scale the mixing law sits at."""
+    """Which stages run: ``step`` and ``size`` flags, the scale the mixing law sits at,
+    the step law (``"anneal"`` when every run records its schedule, else ``"step"``)
+    and the target run's schedule (``None``: each run's own plan)."""
 
     step: bool
     size: bool
     target_step: int
     target_size: int
+    step_law: str = "step"
+    target_schedule: Schedule | None = None
 
 
-def plan_stages(runs: pd.DataFrame, *, target_size: int | None, target_step: int | None) -> Plan:
-    """Decide which stages are needed to reach (target_size, target_step).
+def choose_step_law(runs: pd.DataFrame, *, step_on: bool, target_step: int,
+                    target_schedule: Schedule | None = None) -> str:
+    """The step law: ``"anneal"`` (:mod:`bayesmix.laws.annealing`) when every run records its
+    schedule and some run's checkpoints saw the rate fall below ``ANNEALED`` of its peak;
+    else the power law ``"step"``, with a warning when the target step lies where no
+    checkpoint was (no schedule known), or where the rate has fallen further than any
+    checkpoint saw (the anneal's drop cannot be learned from these runs)."""
+    last = runs.groupby("run")["step"].max()
+    if not step_on or target_step <= int(last.min()):
+        return "anneal" if has_schedule(runs) and _annealed_share(runs, last).min() < ANNEALED else "step"
+    if not has_schedule(runs):
+        warnings.warn(f"the runs record no learning-rate schedule: the step law extrapolates from step "
+                      f"{int(last.max())} to {target_step} without knowing whether the rate decays in between "
+                      "(an anneal there lowers the loss more than a power law in steps predicts); add the "
+                      "schedule columns (schedule.shape, schedule.peak_lr, schedule.warmup, schedule.final_ratio, "
+                      "schedule.plan_steps) for the schedule-aware step law", UserWarning, stacklevel=4)
+        return "step"
+    seen = _annealed_share(runs, last)
+    if seen.min() < ANNEALED:
+        return "anneal"
+    specs = run_schedules(runs)
+    target = [float((target_schedule or specs[r]).lr(target_step)) / (target_schedule or specs[r]).peak_lr
+              for r in last.index.astype(str)]
+    if min(target) < seen.min():
+        warnings.warn(f"no checkpoint saw the learning rate below {seen.min():.0%} of its peak, but at the target "
+                      f"step {target_step} it is {min(target):.0%}: the drop an anneal brings cannot be learned "
+                      f"from these runs, and the power law in steps will overestimate the loss there; train a "
+                      "few short runs through their whole schedule (planned steps = stopping step) to inform "
+                      "the schedule-aware step law", UserWarning, stacklevel=4)
+    return "step"
+
+
+def _annealed_share(runs: pd.DataFrame, last: pd.Series) -> pd.Series:
+    """Learning rate at each run's last checkpoint as a share of its peak (runs with a schedule)."""
+    specs = run_schedules(runs)
+    return pd.Series({r: float(specs[r].lr(int(s))) / specs[r].peak_lr
+                      for r, s in zip(last.index.astype(str), last.to_numpy()) if r in specs})
+
+
+def plan_stages(runs: pd.DataFrame, *, target_size: int | None, target_step: int | None,
+                target_schedule: Schedule | None = None) -> Plan:
+    """Decide which stages are needed to reach (target_size, target_step), and the step law.
 
     Raises RunTableError when the table cannot reach the target (one model size
     but another target size; several sizes and no target size).
@@ -81,10 +128,14 @@ def plan_stages(runs: pd.DataFrame, *, target_size: int | None, target_step: int
         target_step = int(target_step)
         at_target = runs.loc[runs["step"] == target_step, "run"].unique()
         step_on = not (len(at_target) == runs["run"].nunique() and (last_steps == target_step).all())
+    law = choose_step_law(runs, step_on=step_on, target_step=target_step, target_schedule=target_schedule)
+    if target_schedule is not None and law != "anneal":
+        raise RunTableError("a target schedule needs the runs' schedules (schedule.* columns) to be of use")
+    extra = dict(step_law=law, target_schedule=target_schedule)
     if target_size is None:
         if len(sizes) > 1:
             raise RunTableError(f"the table has model sizes {sizes}: pass target_size (the size to predict)")
-        return Plan(step_on, False, target_step, int(sizes[0]))
+        return Plan(step_on, False, target_step, int(sizes[0]), **extra)
     target_size = int(target_size)
     if len(sizes) == 1:
         if sizes[0] != target_size:
@@ -92,8 +143,8 @@ def plan_stages(runs: pd.DataFrame, *, target_size: int | None, target_step: int
                 f"the table has one model size ({sizes[0]}); extrapolating to target_size={target_size} "
                 f"needs runs at {MIN_SIZES} or more sizes"
             )
-        return Plan(step_on, False, target_step, target_size)
-    return Plan(step_on, True, target_step, target_size)
+        return Plan(step_on, False, target_step, target_size, **extra)
+    return Plan(step_on, True, target_step, target_size, **extra)
 
 
 def run_mixtures_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -105,11 +156,35 @@ def run_mixtures_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def step_stage(runs: pd.DataFrame, plan: Plan, *, min_step: int, evals, priors: dict) -> Stage:
-    """Step law over every (run, eval) curve, predicting at the target step."""
-    law = get_law("step")
+    """Step law (``plan.step_law``) over every (run, eval) curve, predicting at the target step.
+
+    With schedules, each run is predicted under its own plan (or ``plan.target_schedule``);
+    a run whose plan ends before the target step (a short run annealed early, kept to
+    inform the annealing term) is fitted but not handed downstream
+    (:func:`calibration_runs`).
+    """
+    law = get_law(plan.step_law)
     data = law.prepare(runs, min_step=min_step, evals=evals)
-    query = law.query(data, steps=[plan.target_step])
-    return Stage("step", data, query, np.arange(data.n_obs), priors)
+    options = {} if plan.target_schedule is None else {"schedule": plan.target_schedule}
+    query = law.query(data, steps=[plan.target_step], **options)
+    short = calibration_runs(runs, plan.target_step) if plan.step_law == "anneal" else set()
+    if short:
+        query = subset_query(query, ~query.labels["run"].astype(str).isin(short).to_numpy())
+    return Stage("step", data, query, np.arange(data.n_obs), priors, law_name=plan.step_law)
+
+
+def calibration_runs(runs: pd.DataFrame, target_step: int) -> set[str]:
+    """Runs whose planned schedule ends before ``target_step``, when other runs reach it
+    (empty otherwise): they inform the step law but are not runs of the target schedule."""
+    short = {run for run, sched in run_schedules(runs).items() if sched.plan_steps < target_step}
+    return short if short and len(short) < runs["run"].nunique() else set()
+
+
+def subset_query(query: Query, keep: np.ndarray) -> Query:
+    """The points of ``query`` where ``keep`` (points,) is True."""
+    arrays = {k: v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v
+              for k, v in query.arrays.items()}
+    return dataclasses.replace(query, arrays=arrays, labels=query.labels[keep].reset_index(drop=True))
 
 
 def observed_at_target(runs: pd.DataFrame, *, evals) -> tuple[pd.DataFrame, np.ndarray]:
@@ -339,9 +414,7 @@ def fitted_at_obs(stage: Stage, params: dict[str, np.ndarray]) -> np.ndarray:
         per_run = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(a["r_centered"], params["level"], params["floor"],
                                                               params["t"])  # (draws, runs, E)
         return np.asarray(per_run)[:, a["run"], a["eval"]]
-    c = a["curve"]
-    return np.asarray(power_law_mean(a["x_scaled"][None, :], params["level"][:, c], params["floor"][:, c],
-                                     params["exponent"][:, c]))
+    return stage.law.fitted(params, stage.data)
 
 
 def resample_residuals(resid: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

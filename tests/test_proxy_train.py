@@ -18,6 +18,7 @@ from bayesmix.proxy import SIZES, bundled_corpus
 from bayesmix.proxy.mixtures import MixtureError
 from bayesmix.proxy.schedule import checkpoint_steps
 from bayesmix.proxy.train import RunConflictError, TrainConfig, train_run
+from bayesmix.schedule import SCHEDULE_COLUMNS, Schedule, run_schedules
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(steps=24, plan_steps=60, batch_size=4, seq_len=32, checkpoints=4, eval_tokens=256, threads=1,
@@ -41,8 +42,12 @@ def test_loss_decreases_on_a_tiny_run(cache_dir):
 def test_rows_follow_the_run_table_schema(cache_dir):
     rows = train_run(MIX, "100k", cache_dir=cache_dir, name="half", **TINY)
     domains = bundled_corpus().names
-    assert list(rows.columns) == ["run", "size", "step", "tokens", "eval", "loss", *(MIX_PREFIX + d for d in domains)]
+    assert list(rows.columns) == ["run", "size", "step", "tokens", "eval", "loss", *(MIX_PREFIX + d for d in domains),
+                                  "lr", *SCHEDULE_COLUMNS]
     pd.testing.assert_frame_equal(rows, validate_runs(rows))
+    schedule = run_schedules(rows)["half@100k"]
+    assert schedule == Schedule("cosine", peak_lr=SIZES["100k"].lr, warmup=1, final_ratio=0.1, plan_steps=60)
+    np.testing.assert_allclose(rows["lr"], schedule.lr(rows["step"]))
     assert set(rows["run"]) == {"half@100k"}
     assert set(rows["size"]) == {SIZES["100k"].non_embedding_params}
     steps = checkpoint_steps(24, 4, 24 // 32 or 1)

@@ -4,6 +4,7 @@ numpyro model and a multi-start point fitter; ``get_law`` looks one up by name."
 from __future__ import annotations
 
 from bayesmix.laws.alternatives import M1Law, M2Law, M3Law
+from bayesmix.laws.annealing import AnnealingStepLaw
 from bayesmix.laws.base import Law, LawData, Query
 from bayesmix.laws.bimix import BiMixLaw
 from bayesmix.laws.implicit import ImplicitLaw
@@ -15,7 +16,7 @@ from bayesmix.laws.size import SizeLaw
 from bayesmix.laws.step import StepLaw
 
 LAWS: dict[str, Law] = {"step": StepLaw(), "size": SizeLaw(), "mix": MixingLaw()}
-LAWS.update({law.name: law for law in (ImplicitLaw(), M1Law(), M2Law(), M3Law(), BiMixLaw(), MultiScaleLaw())})
+LAWS.update({law.name: law for law in (AnnealingStepLaw(), ImplicitLaw(), M1Law(), M2Law(), M3Law(), BiMixLaw(), MultiScaleLaw())})
 
 
 def get_law(name: str) -> Law:
@@ -26,6 +27,6 @@ def get_law(name: str) -> Law:
         raise KeyError(f"unknown law {name!r}; known laws: {sorted(LAWS)}") from None
 
 
-__all__ = ["LAWS", "DEFAULT_PRIORS", "Law", "LawData", "MixingLaw", "Query", "SizeLaw", "StepLaw",
+__all__ = ["LAWS", "AnnealingStepLaw", "DEFAULT_PRIORS", "Law", "LawData", "MixingLaw", "Query", "SizeLaw", "StepLaw",
            "get_law", "m4_mean", "power_law_mean", "resolve_priors",
            "BiMixLaw", "ImplicitLaw", "M1Law", "M2Law", "M3Law", "MultiScaleLaw"]

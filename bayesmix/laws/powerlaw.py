@@ -197,6 +197,12 @@ class PowerLaw:
                            params["floor"][:, c], params["exponent"][:, c])
         )
 
+    def fitted(self, params: dict[str, np.ndarray], data: LawData) -> np.ndarray:
+        """Law mean at the observations for every draw: (draws, n_obs)."""
+        a, c = data.arrays, data.arrays["curve"]
+        return np.asarray(power_law_mean(a["x_scaled"][None, :], params["level"][:, c], params["floor"][:, c],
+                                         params["exponent"][:, c]))
+
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """Observation noise sd at the query points: (draws, points)."""
         return params["sigma"][:, query.arrays["eval"]]

@@ -20,6 +20,13 @@ Step law ``L(S) = E + A S^-alpha`` (S scaled by the largest observed step S_ref)
 
 Size law ``L(N) = E + B N^-beta``: the same names (beta plays alpha's role).
 
+Schedule-aware step law ``L = E + A S1^-alpha - C S2`` (``bayesmix.laws.annealing``): the step
+law's names, plus
+
+* ``anneal_log_loc`` / ``anneal_log_sd``  population prior on log(C / L(S1_ref)), the annealing
+  coefficient relative to the loss level (areas scaled by the largest forward area).
+* ``anneal_log_tau``  HalfNormal scale of the curve-to-curve spread of that log.
+
 Mixing law M4 ``L_e(r) = c_e + exp(b_e + t_e . r)``, centred at a reference mixture r0:
 ``L_e(r) = c_e + (m_e - c_e) exp(t_e . (r - r0))`` with ``sum_j t_ej = 0``.
 
@@ -78,6 +85,7 @@ _CURVE_PRIORS = {
 DEFAULT_PRIORS: dict[str, dict[str, float]] = {
     "step": dict(_CURVE_PRIORS),
     "size": dict(_CURVE_PRIORS, exponent_log_loc=math.log(0.3)),
+    "anneal": dict(_CURVE_PRIORS, anneal_log_loc=math.log(0.2), anneal_log_sd=1.5, anneal_log_tau=1.0),
     "mix": {
         "level_sd": 0.2,
         "floor_logit_loc": 0.0,

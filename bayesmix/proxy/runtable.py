@@ -11,17 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from bayesmix.schedule import Schedule, with_schedule
+
 from bayesmix.data import (MIX_PREFIX, SUFFIXES, RunTableError, mixture_columns, read_table, validate_runs,
                            write_table)
 
 
 def checkpoint_rows(*, run: str, size: int, step: int, tokens: int, losses: Mapping[str, float],
-                    mixture: Mapping[str, float]) -> pd.DataFrame:
-    """The rows of one checkpoint: one per eval domain."""
+                    mixture: Mapping[str, float], schedule: Schedule | None = None) -> pd.DataFrame:
+    """The rows of one checkpoint: one per eval domain (with the learning rate and the
+    run's schedule spec when ``schedule`` is given)."""
     records = [{"run": run, "size": int(size), "step": int(step), "tokens": int(tokens), "eval": e,
                 "loss": float(loss), **{MIX_PREFIX + d: float(p) for d, p in mixture.items()}}
                for e, loss in losses.items()]
-    return pd.DataFrame.from_records(records)
+    rows = pd.DataFrame.from_records(records)
+    return rows if schedule is None else with_schedule(rows, schedule)
 
 
 def empty_rows(domains: list[str]) -> pd.DataFrame:

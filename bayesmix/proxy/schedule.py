@@ -9,18 +9,21 @@ log-spaced up to the stopping step.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from bayesmix.schedule import Schedule
 
 
 def lr_at(step: int, *, peak: float, warmup: int, plan_steps: int, min_ratio: float = 0.1) -> float:
-    """Learning rate of update number ``step`` (1-based)."""
-    if step <= warmup:
-        return peak * step / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, plan_steps - warmup))
-    low = peak * min_ratio
-    return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * progress))
+    """Learning rate of update number ``step`` (1-based) of the trainer's cosine schedule
+    (:class:`bayesmix.schedule.Schedule`)."""
+    return float(cosine_schedule(peak=peak, warmup=warmup, plan_steps=plan_steps, min_ratio=min_ratio).lr(step))
+
+
+def cosine_schedule(*, peak: float, warmup: int, plan_steps: int, min_ratio: float = 0.1) -> Schedule:
+    """The trainer's schedule: warm-up, then cosine decay to ``min_ratio`` of ``peak`` at ``plan_steps``."""
+    return Schedule("cosine", peak_lr=float(peak), warmup=int(warmup), final_ratio=float(min_ratio),
+                    plan_steps=int(plan_steps))
 
 
 def default_warmup(plan_steps: int) -> int:

@@ -42,7 +42,7 @@ from bayesmix.proxy.model import ATTENTION, ModelSize, build_model, get_size
 from bayesmix.proxy.runtable import check_out_table, checkpoint_rows, empty_rows, merge_into
 from bayesmix.proxy.runtime import autocast, make_optimizer, resolve_device, resolve_precision, to_device
 from bayesmix.proxy.sampling import MixtureSampler
-from bayesmix.proxy.schedule import checkpoint_steps, default_warmup, lr_at
+from bayesmix.proxy.schedule import checkpoint_steps, cosine_schedule, default_warmup
 from bayesmix.proxy.tokenize import TokenCache, build_token_cache
 
 SPEC_VERSION = 1
@@ -154,6 +154,11 @@ class TrainConfig:
             positive_int("threads")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def schedule(self):
+        """The learning-rate schedule of a resolved config (:class:`bayesmix.schedule.Schedule`)."""
+        return cosine_schedule(peak=self.lr, warmup=self.warmup, plan_steps=self.plan_steps,
+                               min_ratio=self.min_lr_ratio)
 
     def identity(self) -> dict:
         """The settings that determine a run's numbers (execution settings excluded)."""
@@ -337,13 +342,13 @@ def _execute(prepared: PreparedRun, rundir: RunDirectory, *, out=None, progress:
                           batch_size=cfg.eval_batch_size, device=device, precision=precision)
     checkpoints = set(checkpoint_steps(cfg.steps, cfg.checkpoints, cfg.first_checkpoint))
     tokens_per_step = cfg.batch_size * cfg.seq_len
+    schedule = cfg.schedule()
     bar = _bar(prepared.run, cfg.steps, start, progress)
     t0, trained = time.perf_counter(), 0
     model.train()
     try:
         for step in range(start + 1, cfg.steps + 1):
-            lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup, plan_steps=cfg.plan_steps, min_ratio=cfg.min_lr_ratio)
-            train_step(step_model, model, optimizer, to_device(sampler.batch(step), device), lr=lr,
+            train_step(step_model, model, optimizer, to_device(sampler.batch(step), device), lr=float(schedule.lr(step)),
                        grad_clip=cfg.grad_clip, device=device, precision=precision)
             trained += 1
             if bar is not None:
@@ -355,7 +360,8 @@ def _execute(prepared: PreparedRun, rundir: RunDirectory, *, out=None, progress:
                     raise TrainingDiverged(f"run {prepared.run!r} diverged by step {step}: validation loss "
                                            f"{bad}; lower the learning rate (lr={cfg.lr:g})")
                 rows.append(checkpoint_rows(run=prepared.run, size=size.non_embedding_params, step=step,
-                                            tokens=step * tokens_per_step, losses=losses, mixture=prepared.mixture))
+                                            tokens=step * tokens_per_step, losses=losses, mixture=prepared.mixture,
+                                            schedule=schedule))
                 table = pd.concat(rows, ignore_index=True)
                 write_table(table, rundir.rows_path)
                 _save_checkpoint(rundir.checkpoint_path, {"model": model.state_dict(),
