@@ -122,6 +122,15 @@ def simulated_table(*, seed: int = 0) -> pd.DataFrame:
     return table
 
 
+def held_out_truth(settings: DemoSettings) -> pd.DataFrame | None:
+    """The bundled held-out target-scale runs when ``settings`` target their scale, else None."""
+    from bayesmix.proxy.demo import DEMO_TARGET_PATH, DEMO_TARGET_SETTINGS, DEMO_TARGET_SIZE, demo_target_runs
+
+    same = (target_parameters(settings.target_size) == target_parameters(DEMO_TARGET_SIZE)
+            and settings.target_step == DEMO_TARGET_SETTINGS["steps"])
+    return demo_target_runs() if same and DEMO_TARGET_PATH.is_file() else None
+
+
 def suggest_next(result, runs: pd.DataFrame, *, q: int, seed: int):
     """The next ``q`` mixtures to run and the acquisition landscape, or ``(None, None, why)``."""
     try:
@@ -161,6 +170,7 @@ def run_demo(
     progress: bool | None = None,
     log: Callable[[str], None] = print,
     trainer: Callable[..., pd.DataFrame] | None = None,
+    truth: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Run the main job and write its outputs under ``out``; returns their paths.
 
@@ -168,6 +178,9 @@ def run_demo(
     ``suggestions.csv`` (when there are suggestions) and ``runs.parquet`` (the
     run table used, live rows included). ``runs`` replaces the bundled table;
     ``trainer`` replaces :func:`live_round` (same signature) for live rounds.
+    ``truth``: held-out runs at the target scale to check the predictions against
+    (default with the bundled table: its bundled target-scale runs, when the target
+    is theirs; :func:`held_out_truth`).
     """
     from bayesmix.report import report_from_pipeline, write_report
 
@@ -178,6 +191,7 @@ def run_demo(
     source = "given run table"
     if runs is None:
         runs, source = demo_table(seed=seed)
+        truth = held_out_truth(settings) if truth is None else truth
     from bayesmix.data import validate_runs, write_runs
 
     runs = validate_runs(runs)
@@ -212,7 +226,7 @@ def run_demo(
     t0 = time.perf_counter()
     report = report_from_pipeline(
         result, baseline=baseline, runs=runs, n_random=settings.n_random, suggestions=suggestions,
-        acquisition=landscape, suggestions_note=note, seed=seed, budget=budget,
+        acquisition=landscape, suggestions_note=note, seed=seed, budget=budget, truth=truth,
         settings={"data": source, "live rounds": live,
                   "wall time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())})
     if suggestions is None:
@@ -230,6 +244,8 @@ def run_demo(
     log(f"recommended mixture: {best['mixture']} ("
         + ", ".join(f"{c[len(MIX_PREFIX):]} {best[c]:.2f}" for c in mix_columns(report.ranking)) + ")"
         f"; predicted loss {best['mean']:.4f} [{best['lower']:.4f}, {best['upper']:.4f}]")
+    if report.truth is not None:
+        log("checked against real target-scale runs: " + report.truth_note)
     if report.failed:
         log("warning: convergence diagnostics failed: " + "; ".join(report.failed))
     log(f"report written to {paths['report'].resolve()}")

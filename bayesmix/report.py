@@ -42,9 +42,9 @@ import xarray as xr
 
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 
-SECTIONS = ("recommendation", "ranking", "capabilities", "multiplier", "budget", "suggestions", "diagnostics",
-            "model", "data")
-SECTION_TITLES = {"recommendation": "Recommendation", "ranking": "Ranking", "capabilities": "Capabilities",
+SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
+            "diagnostics", "model", "data")
+SECTION_TITLES = {"recommendation": "Recommendation", "truth": "Real target runs", "ranking": "Ranking", "capabilities": "Capabilities",
                   "multiplier": "Compute multiplier", "budget": "Error budget", "suggestions": "Next experiments",
                   "diagnostics": "Diagnostics", "model": "Fitted laws", "data": "Data & settings"}
 CRITERIA = {"mean": ("posterior mean", True), "p_beat": ("P(beats baseline)", False),
@@ -273,7 +273,8 @@ class Report:
     ``None`` when unavailable, with the reason in ``missing[section]``:
     ``per_eval`` (mixture, eval, mean, lower, upper), ``multiplier`` (mixture,
     median, lower, upper[, prob_above_1]), ``budget`` (eval, stage, share) with ``budget_advice``,
-    ``suggestions`` (mix.* plus any columns). ``diagnostics``: one row per fitted
+    ``suggestions`` (mix.* plus any columns), ``truth`` (held-out target-scale runs observed
+    against predicted: :func:`bayesmix.verify.target_truth`) with ``truth_note``. ``diagnostics``: one row per fitted
     part (``part``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``,
     ``divergences``, ``ok``, ``problems``). ``figures``: section -> embedded
     figures. ``settings``: label -> value, in order. ``data_summary``: a small
@@ -294,6 +295,8 @@ class Report:
     budget_advice: str | None = None
     suggestions: pd.DataFrame | None = None
     suggestions_note: str = ""
+    truth: pd.DataFrame | None = None
+    truth_note: str = ""
     figures: dict[str, list[EmbeddedFigure]] = dataclasses.field(default_factory=dict)
     settings: dict[str, object] = dataclasses.field(default_factory=dict)
     data_summary: pd.DataFrame | None = None
@@ -539,6 +542,9 @@ def render_html(report: Report) -> str:
         "budget_advice": report.budget_advice,
         "suggestions_table": None,
         "suggestions_note": report.suggestions_note,
+        "truth_table": safe(_table(_truth_frame(report.truth, report.prob)))
+        if report.truth is not None and len(report.truth) else None,
+        "truth_note": report.truth_note,
         "diagnostics_table": safe(_table(diag, raw=["status"])),
         "data_table": safe(_table(report.data_summary)) if report.data_summary is not None else None,
         "settings": [(k, str(v)) for k, v in report.settings.items()],
@@ -569,6 +575,18 @@ def render_html(report: Report) -> str:
     if report.suggestions is not None and len(report.suggestions):
         context["suggestions_table"] = safe(_table(_suggestions_frame(report.suggestions)))
     return _environment().get_template("report.html.j2").render(**context)
+
+
+def _truth_frame(truth: pd.DataFrame, prob: float) -> pd.DataFrame:
+    """The overall loss of each held-out target-scale run: observed, predicted interval, inside it."""
+    rows = truth[truth["eval"] == OVERALL] if (truth["eval"] == OVERALL).any() else truth
+    return pd.DataFrame({"run": rows["run"].astype(str), "eval": rows["eval"].astype(str),
+                         "observed": [_fmt_loss(v) for v in rows["observed"]],
+                         "predicted (mean)": [_fmt_loss(v) for v in rows["mean"]],
+                         f"{round(100 * prob)}% interval": [f"{_fmt_loss(a)} - {_fmt_loss(b)}"
+                                                            for a, b in zip(rows["lower"], rows["upper"])],
+                         "inside": ["yes" if c else "NO" for c in rows["covered"]],
+                         "miss": [f"{v:+.3f}" for v in rows["miss"]]})
 
 
 def _suggestions_frame(suggestions: pd.DataFrame) -> pd.DataFrame:
@@ -789,6 +807,7 @@ def report_from_pipeline(
     seed: int = 0,
     title: str = "bayesmix: which data mixture to train on",
     settings: Mapping[str, object] | None = None,
+    truth: pd.DataFrame | None = None,
 ) -> Report:
     """A report from a fitted nested pipeline (:class:`bayesmix.pipeline.PipelineResult`).
 
@@ -802,7 +821,8 @@ def report_from_pipeline(
     :class:`~bayesmix.budget.ErrorBudget` or a table) and ``suggestions`` (the
     next runs; ``acquisition`` holds the acquisition value of every candidate for
     the landscape figure) are shown when given. ``runs``: the run table, for the
-    data summary.
+    data summary. ``truth``: held-out runs at the target scale (a run table, never
+    fitted), checked against the predictions (:func:`bayesmix.verify.target_truth`).
     """
     from bayesmix.pipeline import lanes_failed, lanes_problem
 
@@ -844,7 +864,9 @@ def report_from_pipeline(
     missing = {"multiplier": "Not computed for this report.",
                "budget": "Not computed for this report (it refits the pipeline with each stage's uncertainty "
                          "switched off).",
-               "suggestions": "No suggestions were computed for this report."}
+               "suggestions": "No suggestions were computed for this report.",
+               "truth": "No run at the target scale was given to check the predictions against; "
+                        "bayesmix verify trains the recommended mixture and the baseline there."}
     if not plan.step:
         missing["multiplier"] = ("Not available: the compute multiplier goes through the step law, and every run "
                                  "already ends at the target step.")
@@ -875,11 +897,28 @@ def report_from_pipeline(
         else:
             report.missing["multiplier"] = (f"Not available: the baseline {report.baseline!r} was not run, so it "
                                             "has no step law to measure the multiplier with.")
+    if truth is not None:
+        add_truth(report, result, truth, prob=prob, seed=seed)
     params = {k: result.params[k] for k in ("level", "floor", "t", "sigma") if k in result.params}
     mix = result.stages["mix"]
     surface = _loss_surface_fn(params, mix.law, mix.data, seed=seed)
     return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
                    domains=domains, extra_model_figures=_pipeline_figures(result, report, named))
+
+
+def add_truth(report: Report, result, runs: pd.DataFrame, *, prob: float, seed: int) -> None:
+    """Check ``result``'s predictions against held-out target-scale ``runs``: the table, a
+    sentence on coverage and error, and the predicted-against-observed figure."""
+    from bayesmix.plots import predicted_vs_observed
+    from bayesmix.verify import coverage_summary, target_truth, truth_sentence
+
+    truth = target_truth(result, runs, prob=prob, seed=seed)
+    report.truth = truth
+    report.truth_note = truth_sentence(coverage_summary(truth), prob)
+    shown = truth.copy()
+    shown.attrs["prob"] = prob
+    report.add_figure("truth", predicted_vs_observed(shown, title=None), "Predicted (mean and interval) against "
+                      "observed loss of every held-out target-scale run, per eval domain and overall.", width=520)
 
 
 def multiplier_table(result, ranking: pd.DataFrame, baseline_label: str, *, baseline_name: str, n: int = 3,
