@@ -26,8 +26,10 @@ from bayesmix.data import validate_runs
 from bayesmix.diagnostics import Diagnostics, check, diagnose
 from bayesmix.infer import SamplerConfig, load_idata, posterior_draws, run_nuts, save_idata
 from bayesmix.laws import Law, LawData, get_law, resolve_priors
+from bayesmix.outputs import atomic_path
 
 PREDICTION_KINDS = ("observation", "mean")
+FIT_ATTRIBUTES = ("law", "law_coords", "law_meta", "point_fit", "priors")  # posterior attributes of a saved fit
 
 
 @dataclasses.dataclass
@@ -83,10 +85,8 @@ class FitResult:
     def save(self, path) -> Path:
         """Write the fit to one netCDF file (InferenceData; law metadata in attributes)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_idata(self.idata, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_idata(self.idata, tmp)
         return path
 
 
@@ -192,13 +192,26 @@ def load_fit(path) -> FitResult:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no fit at {path}")
-    idata = load_idata(path)
+    try:
+        idata = load_idata(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the netCDF readers say, the file is not a fit
+        raise ValueError(f"{path} is not a bayesmix fit: not a readable netCDF file "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+    if "posterior" not in idata.groups():
+        raise ValueError(f"{path} is not a bayesmix fit: it holds no posterior (groups: {idata.groups() or 'none'})")
     attrs = idata.posterior.attrs
-    if "law" not in attrs:
-        raise ValueError(f"{path} is not a bayesmix fit (no 'law' attribute)")
+    missing = [k for k in FIT_ATTRIBUTES if k not in attrs]
+    if missing:
+        raise ValueError(f"{path} is not a bayesmix fit: its posterior lacks the attribute(s) {missing}")
     law = get_law(attrs["law"])
-    data = LawData(arrays={}, y=np.empty(0), coords=json.loads(attrs["law_coords"]),
-                   meta=json.loads(attrs["law_meta"]), obs_index=pd.DataFrame())
-    point = {k: np.asarray(v) for k, v in json.loads(attrs["point_fit"]).items()}
+    try:
+        coords, meta, priors = (json.loads(attrs[k]) for k in ("law_coords", "law_meta", "priors"))
+        point = {k: np.asarray(v) for k, v in json.loads(attrs["point_fit"]).items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a bayesmix fit: unreadable law attributes ({exc})") from None
+    missing = [name for name in law.param_dims if name not in idata.posterior]
+    if missing:
+        raise ValueError(f"{path} is not a bayesmix fit of law {attrs['law']!r}: its posterior lacks {missing}")
+    data = LawData(arrays={}, y=np.empty(0), coords=coords, meta=meta, obs_index=pd.DataFrame())
     diagnostics = diagnose(idata, var_names=diagnostic_vars(law))
-    return FitResult(law, data, idata, point, diagnostics, json.loads(attrs["priors"]))
+    return FitResult(law, data, idata, point, diagnostics, priors)

@@ -41,6 +41,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
+from bayesmix.outputs import atomic_write
 
 SECTIONS = ("recommendation", "ranking", "capabilities", "multiplier", "budget", "suggestions", "diagnostics",
             "model", "data")
@@ -411,6 +412,8 @@ def _per_eval_frame(per_eval: pd.DataFrame, prob: float) -> pd.DataFrame:
 
 
 def _cards(report: Report) -> list[dict]:
+    """The headline cards: ``key`` is plain text (names from the data; escaped when rendered),
+    ``value`` and ``sub`` are trusted HTML made of numbers only."""
     best = report.best
     pct = round(100 * report.prob)
     cards = [{"key": f"predicted loss{' (' + report.target + ')' if report.target else ''}",
@@ -522,7 +525,7 @@ def render_html(report: Report) -> str:
         "diagnostics_line": "; ".join(_diag_line(r) for _, r in report.diagnostics.iterrows()) or "no failures",
         "headline": safe(_headline(report)),
         "best_bar": [b for b in bar if b["pct"] > 0],
-        "cards": [{k: safe(v) for k, v in c.items()} for c in _cards(report)],
+        "cards": [{k: v if k == "key" else safe(v) for k, v in c.items()} for c in _cards(report)],
         "disagreement": _disagreement(report),
         "ranking_note": (f"The top {min(report.top, len(report.ranking))} of {len(report.ranking)} candidates, ranked "
                          f"by {CRITERIA[report.rank_by][0]}, and the baseline. Mean and {pct}% interval of the predicted "
@@ -584,10 +587,9 @@ def _suggestions_frame(suggestions: pd.DataFrame) -> pd.DataFrame:
 def write_report(report: Report, path, *, pdf: bool = False) -> Path:
     """Write the HTML (atomically) to ``path``; with ``pdf`` also ``path`` with suffix .pdf."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    os.replace(tmp, path)
+    text = render_html(report)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
     if pdf:
         html_to_pdf(path, path.with_suffix(".pdf"))
     return path

@@ -46,12 +46,16 @@ BACKENDS = ("local", "ray")
 class SweepError(RuntimeError):
     """Some runs of a sweep failed; the others' rows were kept."""
 
-    def __init__(self, failures: dict[str, str], rows: pd.DataFrame | None):
+    def __init__(self, failures: dict[str, str], rows: pd.DataFrame | None, *, written: list[str] | None = None,
+                 out_error: str | None = None):
         self.failures = failures
         self.rows = rows
+        self.written = list(written or [])  # runs whose rows are in ``out``
+        self.out_error = out_error
         lines = "; ".join(f"{run}: {msg}" for run, msg in list(failures.items())[:5])
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} run(s) failed: {lines}{more}")
+        parts = [f"{len(failures)} run(s) failed: {lines}{more}"] if failures else []
+        super().__init__("; ".join(parts + ([out_error] if out_error else [])))
 
 
 @dataclass(frozen=True)
@@ -138,9 +142,10 @@ def _run_local(jobs, make_kwargs, workers, device_type, on_result, inner_progres
             kwargs = make_kwargs(job)
             kwargs["progress"] = inner_progress
             try:
-                on_result(job, train_run(**kwargs, _cache=cache), None)
+                rows, error = train_run(**kwargs, _cache=cache), None
             except Exception as exc:  # noqa: BLE001 - reported per run, the sweep goes on
-                on_result(job, None, exc)
+                rows, error = None, exc
+            on_result(job, rows, error)
         return
     threads = 1 if device_type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
@@ -233,9 +238,18 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
     bar = _bar(len(jobs), progress)
     bar.update(len(skipped))
 
+    written: list[str] = []
+    out_errors: list[str] = []
+
     def write_out():
         if out is not None and results:
-            merge_into(out, pd.concat(list(results.values()), ignore_index=True), list(results))
+            try:
+                merge_into(out, pd.concat(list(results.values()), ignore_index=True), list(results))
+            except OSError as exc:
+                out_errors[:] = [f"could not write {out} ({exc.strerror or exc}); the finished runs' rows are in "
+                                 f"{workdir}"]
+                return
+            written[:] = list(results)
 
     def on_result(job: Job, rows, exc):
         if exc is not None:
@@ -263,8 +277,8 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
         bar.close()
     ordered = [results[j.run] for j in jobs if j.run in results]
     rows = validate_runs(pd.concat(ordered, ignore_index=True)) if ordered else None
-    if failures:
-        raise SweepError(failures, rows)
+    if failures or out_errors:
+        raise SweepError(failures, rows, written=written, out_error=out_errors[0] if out_errors else None)
     if details:
         return SweepResult(rows=rows, trained=trained, skipped=skipped, failed=failures)
     return rows

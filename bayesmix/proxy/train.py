@@ -34,7 +34,7 @@ import torch
 
 from bayesmix.data import read_table, validate_runs, write_table
 from bayesmix.progress import progress_enabled
-from bayesmix.proxy.atomic import atomic_write
+from bayesmix.outputs import atomic_write
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
@@ -172,8 +172,16 @@ def make_config(config: TrainConfig | Mapping | None = None, **overrides) -> Tra
 
 
 def run_directory_name(run: str) -> str:
-    """A file-system-safe folder name for a run id."""
-    return re.sub(r"[^A-Za-z0-9._@=+-]", "_", run)[:200] or "run"
+    """A file-system-safe folder name for a run id, inside the work folder.
+
+    Characters other than letters, digits and ``. _ @ = + -`` become ``_``; a
+    name made only of dots (``.``, ``..``) would name the work folder or its
+    parent and is a ``ValueError``.
+    """
+    name = re.sub(r"[^A-Za-z0-9._@=+-]", "_", str(run))[:200] or "run"
+    if not name.strip("."):
+        raise ValueError(f"run name {run!r} would write outside the work folder; give a name with a letter or digit")
+    return name
 
 
 @dataclass
@@ -205,6 +213,8 @@ def prepare_run(mixture: Mapping, size: str | ModelSize, config: TrainConfig, *,
     corpus = load_corpus(corpus) if cache is None else cache.corpus
     label = name or "mixture"
     mix = validate_mixture(mixture, corpus.names, name=label)
+    run_id = run or f"{name or mixture_label(mix)}@{size.name}"
+    run_directory_name(run_id)  # a name that escapes the work folder fails here, before any training
     evals = list(corpus.names if evals is None else evals)
     unknown = [e for e in evals if e not in corpus.names]
     if unknown or not evals:
@@ -213,7 +223,6 @@ def prepare_run(mixture: Mapping, size: str | ModelSize, config: TrainConfig, *,
     cache = cache or build_token_cache(corpus, cache_dir=cache_dir)
     MixtureSampler({d: cache.tokens(d, "train") for d in corpus.names}, mix,
                    batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed)
-    run_id = run or f"{name or mixture_label(mix)}@{size.name}"
     return PreparedRun(run=run_id, size=size, mixture=mix, config=config, corpus=corpus, cache=cache, evals=evals)
 
 
