@@ -36,6 +36,7 @@ __all__ = [
     "REQUIRED",
     "SUFFIXES",
     "RunTableError",
+    "absent_domains",
     "check_domain_name",
     "domains",
     "from_wide",
@@ -82,6 +83,11 @@ class RunTableError(ValueError):
 def mixture_columns(df: pd.DataFrame) -> list[str]:
     """The ``mix.<domain>`` columns of ``df``, in table order."""
     return [c for c in df.columns if str(c).startswith(MIX_PREFIX)]
+
+
+def absent_domains(df: pd.DataFrame) -> list[str]:
+    """Training domains whose proportion is 0 in every row of ``df``."""
+    return [c[len(MIX_PREFIX):] for c in mixture_columns(df) if not (pd.to_numeric(df[c]) != 0).any()]
 
 
 def domains(df: pd.DataFrame) -> list[str]:

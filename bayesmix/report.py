@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesmix.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 from bayesmix.outputs import atomic_write
 
@@ -300,6 +301,7 @@ class Report:
     data_summary: pd.DataFrame | None = None
     missing: dict[str, str] = dataclasses.field(default_factory=dict)
     rerun_hint: str = "Rerun with longer chains (more warm-up and draws)"
+    caveat: str = ""  # plain text put before the recommendation (e.g. the law explains less than a constant)
     created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
     def __post_init__(self):
@@ -445,6 +447,8 @@ def _headline(report: Report) -> str:
     target = f" at {report.target}" if report.target else ""
     text = (f"Train on <b>{html.escape(str(best['mixture']))}</b>: predicted loss{html.escape(target)} "
             f"{best['mean']:.4f} ({pct}% interval {best['lower']:.4f}&ndash;{best['upper']:.4f})")
+    if report.caveat:
+        text = f"<b>Not a confident recommendation:</b> {html.escape(report.caveat)} " + text
     if str(best["mixture"]) == report.baseline:
         return text + ", which is the baseline itself: no candidate is predicted to do better."
     return text + (f", {_fmt_prob(best['p_beat'])} probability of beating the baseline "
@@ -1066,6 +1070,7 @@ def report_from_fit(
         multiplier=None, missing=missing, diagnostics=diagnostics, settings=info, summary=data_summary(obs),
         target=target)
     report.rerun_hint = rerun
+    report.caveat = "; ".join(adequacy_problems(d.loo_r2 or {}))
     _fit_figures(fit, report, obs)
     surface = _loss_surface_fn(fit.posterior(), fit.law, fit.data, seed=seed)
     return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,

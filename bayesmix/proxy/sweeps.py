@@ -21,8 +21,11 @@ cache and work directory must be on storage that every node sees.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from bayesmix.proxy.tokenize import build_token_cache, default_cache_dir
 from bayesmix.proxy.train import RunDirectory, TrainConfig, make_config, prepare_run, train_run
 
 BACKENDS = ("local", "ray")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class SweepError(RuntimeError):
@@ -124,9 +128,22 @@ def _job_worker(kwargs: dict) -> pd.DataFrame:
     return train_run(**kwargs)
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` does: on Linux the kernel sends SIGKILL at the
+    parent's death (``prctl(PR_SET_PDEATHSIG)``); if the parent is already gone, exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl: the getppid check and the run locks remain
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
+    die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -150,7 +167,7 @@ def _run_local(jobs, make_kwargs, workers, device_type, on_result, inner_progres
     threads = 1 if device_type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         pending = {pool.submit(_job_worker, make_kwargs(job)): job for job in jobs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -226,7 +243,8 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
                                cache=cache)
         if workdir is not None:
             rundir = RunDirectory(Path(workdir), prepared)
-            rundir.open()
+            with rundir.lock():  # another live sweep training this run is an error here, before any training
+                rundir.open()
             if rundir.state().get("finished"):
                 results[job.run] = validate_runs(rundir.rows())
                 skipped.append(job.run)

@@ -18,7 +18,9 @@ and settings are rejected before any training.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -33,8 +35,8 @@ import pandas as pd
 import torch
 
 from bayesmix.data import read_table, validate_runs, write_table
-from bayesmix.progress import progress_enabled
 from bayesmix.outputs import atomic_write
+from bayesmix.progress import progress_enabled
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
@@ -52,7 +54,8 @@ EXECUTION_FIELDS = ("device", "precision", "compile", "attention", "save_every",
 
 
 class RunConflictError(ValueError):
-    """A run of the same name exists in the work directory with different settings."""
+    """A run of the same name exists in the work directory with different settings, or another
+    live process is training it."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -272,6 +275,31 @@ class RunDirectory:
         else:
             _write_json(self.spec_path, spec)
 
+    @contextmanager
+    def lock(self):
+        """Hold the run folder's ``.lock`` (an exclusive ``flock``, with the holder's pid inside) for
+        the block; :class:`RunConflictError` when a live process holds it. The kernel drops the lock
+        when its holder dies, so a lock left by a killed process is simply taken over."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunConflictError(f"run {self.prepared.run!r} in {self.path.parent} is being trained by process "
+                                   f"{holder}; wait for it to finish or stop it") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
     def state(self) -> dict:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
@@ -425,14 +453,15 @@ def train_run(mixture: Mapping[str, float], size: str | ModelSize, config: Train
         check_out_table(out, prepared.corpus.names)
     with _work_root(workdir) as root:
         rundir = RunDirectory(root, prepared)
-        rundir.open()
-        if rundir.state().get("finished"):
-            rows = validate_runs(rundir.rows())
-            if out is not None:
-                merge_into(out, rows, [prepared.run])
-            return rows
-        with torch_threads(prepared.config.threads):
-            return _execute(prepared, rundir, out=out, progress=progress, on_checkpoint=on_checkpoint)
+        with rundir.lock():
+            rundir.open()
+            if rundir.state().get("finished"):
+                rows = validate_runs(rundir.rows())
+                if out is not None:
+                    merge_into(out, rows, [prepared.run])
+                return rows
+            with torch_threads(prepared.config.threads):
+                return _execute(prepared, rundir, out=out, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def run_is_finished(workdir, run: str) -> bool:
