@@ -423,3 +423,57 @@ def error_lines(stderr: str) -> list[str]:
     """The lines of stderr that are not one-line warnings (``bayesmix: UserWarning: ...``)."""
     return [line for line in stderr.strip().splitlines()
             if line.strip() and not (line.startswith("bayesmix: ") and line.split(" ")[1].endswith("Warning:"))]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def orphans_after_kill(folder: Path, timeout: float = 240) -> tuple[list[int], list[int]]:
+    """Start ``bayesmix train --workers 2`` on two tiny runs, ``kill -9`` it once both workers
+    train, and return (the processes below it, those still running 30 s later)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (folder / "m.json").write_text('{"a": {"code": 1}, "b": {"english": 1}}')
+    cmd = [sys.executable, "-m", "bayesmix.cli", "train", "--mixtures", str(folder / "m.json"), "--sizes", "100k",
+           "--steps", "100000", "--batch-size", "4", "--seq-len", "32", "--checkpoints", "3", "--eval-tokens", "256",
+           "--threads", "1", "--workers", "2", "--cache-dir", str(folder / "cache"), "--no-progress",
+           "--out", str(folder / "runs.csv")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = [folder / "runs.csv.work" / f"{name}@100k" / ".lock" for name in "ab"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:  # until both workers hold their run's lock
+        held = [p.read_text().strip() for p in locks if p.exists()]
+        if len(held) == 2 and all(h and int(h) != proc.pid for h in held) or proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    workers = sorted(_descendants(proc.pid))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    return workers, [p for p in workers if _alive(p)]
