@@ -17,8 +17,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]  # this checkout's bayesmix first
 
 from bad_inputs import (CASES, EXAMPLE, FAILING_BEFORE, NEEDS_FIT, error_lines, file_hashes, make_files,  # noqa: E402
                         orphans_after_kill, run_case)

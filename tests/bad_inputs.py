@@ -374,9 +374,9 @@ def _already_passing():
     for command in ("fit", "compare", "pipeline"):
         for key, name, message in validation:
             argv = f"{command} {name}" + (" --out f.nc" if command == "fit" else "")
-            out.append((f"{command}-{key}", argv, message))
+            out.append((f"{command}-table-{key}", argv, message))
     for key, name, message in validation[:12]:
-        out.append((f"demo-{key}", f"demo --runs {name} --out d", message))
+        out.append((f"demo-table-{key}", f"demo --runs {name} --out d", message))
     return out
 
 
