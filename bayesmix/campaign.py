@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,6 +48,7 @@ import pandas as pd
 from bayesmix import candidates as cand
 from bayesmix.data import read_table, validate_runs, write_runs, write_table
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
+from bayesmix.outputs import atomic_write
 from bayesmix.simplex import SimplexBounds
 
 STATE_VERSION = 1
@@ -71,12 +71,8 @@ class CampaignError(RuntimeError):
 
 
 def _write_json(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _jsonable(value):

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
-import stat
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesmix.outputs import atomic_write
 from bayesmix.schedule import ScheduleError, check_schedule
 
 __all__ = [
@@ -38,15 +37,19 @@ __all__ = [
     "REQUIRED",
     "SUFFIXES",
     "RunTableError",
+    "absent_domains",
+    "check_domain_name",
     "domains",
     "from_wide",
     "load_regmix",
     "mixture_columns",
+    "read_rows",
     "read_runs",
     "read_table",
     "require_levels",
     "run_mixtures",
     "run_sizes",
+    "select_evals",
     "to_wide",
     "validate_runs",
     "write_runs",
@@ -57,6 +60,7 @@ MIX_PREFIX = "mix."
 REQUIRED = ("run", "size", "step", "eval", "loss")
 SORT_KEYS = ("run", "size", "step", "eval")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+DOMAIN_NAME = re.compile(r"\w[\w.+-]*")  # letters, digits, _ . + - (see check_domain_name)
 SILENT_TOLERANCE = 1e-6  # sums this close to 1 are float round-off: renormalised without a warning
 REGMIX_SPLITS = {"all": ("train", "test"), "train": ("train",), "test": ("test",)}
 REGMIX_MIX_PREFIX = "train_the_pile_"
@@ -80,6 +84,11 @@ class RunTableError(ValueError):
 def mixture_columns(df: pd.DataFrame) -> list[str]:
     """The ``mix.<domain>`` columns of ``df``, in table order."""
     return [c for c in df.columns if str(c).startswith(MIX_PREFIX)]
+
+
+def absent_domains(df: pd.DataFrame) -> list[str]:
+    """Training domains whose proportion is 0 in every row of ``df``."""
+    return [c[len(MIX_PREFIX):] for c in mixture_columns(df) if not (pd.to_numeric(df[c]) != 0).any()]
 
 
 def domains(df: pd.DataFrame) -> list[str]:
@@ -117,7 +126,32 @@ def _check_columns(df: pd.DataFrame) -> list[str]:
     cols = mixture_columns(df)
     if not cols:
         raise RunTableError("run table has no mixture columns: add one 'mix.<domain>' column per training domain")
+    for col in cols:
+        check_domain_name(str(col)[len(MIX_PREFIX):], column=str(col), others=[str(c) for c in cols])
     return cols
+
+
+def check_domain_name(name: str, *, column: str | None = None, others: Iterable[str] = ()) -> str:
+    """Return ``name`` if it can name a training domain, else raise :class:`RunTableError`.
+
+    Domain names end up in netCDF variable names and file names, so they hold
+    only letters, digits and ``_ . + -``, and start with a letter, digit or
+    ``_``. ``column``/``others``: the column it came from and its neighbours,
+    for the message.
+    """
+    where = f"column {column!r}" if column else f"domain {name!r}"
+    if not name:
+        raise RunTableError(f"{where} has no domain name after {MIX_PREFIX!r}")
+    if name != name.strip():
+        twin = MIX_PREFIX + name.strip()
+        clash = f" and would be the same domain as column {twin!r}" if twin in others else ""
+        raise RunTableError(f"{where}: the domain name {name!r} has leading or trailing spaces{clash}; "
+                            "remove them")
+    if not DOMAIN_NAME.fullmatch(name):
+        raise RunTableError(f"{where}: the domain name {name!r} is not allowed; domain names become netCDF "
+                            "variable and file names, so they may hold only letters, digits and _ . + - "
+                            "(no spaces, slashes or other punctuation) and start with a letter, digit or _")
+    return name
 
 
 def _text_column(values: pd.Series, name: str) -> pd.Series:
@@ -274,6 +308,20 @@ def validate_runs(df: pd.DataFrame, *, tol: float = 1e-2) -> pd.DataFrame:
     return _validate(df, tol=tol)
 
 
+def select_evals(df: pd.DataFrame, evals: Iterable[str] | None, *, law: str) -> pd.DataFrame:
+    """The rows of eval domains ``evals`` (every row when None); an unknown name is a
+    :class:`RunTableError` that lists the eval domains the table has."""
+    if evals is None:
+        return df
+    evals = [str(e) for e in evals]
+    names = df["eval"].astype(str)
+    known = sorted(names.unique())
+    unknown = [e for e in evals if e not in known]
+    if unknown or not evals:
+        raise RunTableError(f"law {law!r}: unknown eval domain(s) {unknown or evals}; the table has {known}")
+    return df[names.isin(evals)]
+
+
 def require_levels(df: pd.DataFrame, *, law: str, mixtures: int = 0, sizes: int = 0,
                    checkpoints: int = 0, evals: int = 0) -> None:
     """Raise :class:`RunTableError` if ``df`` is too thin for ``law``.
@@ -357,26 +405,6 @@ def _write_jsonl(df: pd.DataFrame, fh) -> None:
         fh.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
-def _atomic_replace(path: Path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    The temporary file is created with the usual permissions (the umask
-    applies); an existing file's permissions are kept.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def read_table(path) -> pd.DataFrame:
     """Read a CSV, Parquet or JSON-lines table by suffix, unvalidated (never pickle).
 
@@ -387,11 +415,27 @@ def read_table(path) -> pd.DataFrame:
     fmt = _format(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    if fmt == "csv":
-        return _read_csv(path)
-    if fmt == "parquet":
-        return pd.read_parquet(path)
-    return _read_jsonl(path)
+    try:
+        if fmt == "csv":
+            return _read_csv(path)
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        return _read_jsonl(path)
+    except UnicodeDecodeError as err:
+        raise RunTableError(f"{path} is not UTF-8 text (undecodable byte at position {err.start}); "
+                            f"save it as UTF-8") from None
+    except RunTableError:
+        raise
+    except (ValueError, OSError) as err:  # pandas' parser errors, pyarrow's "magic bytes not found"
+        raise RunTableError(f"{path} is not a readable {fmt} table: {' '.join(str(err).split())[:160]}") from None
+
+
+def read_rows(path, what: str = "table") -> pd.DataFrame:
+    """:func:`read_table` for a table the user gives: one with no rows is an error naming the file."""
+    table = read_table(path)
+    if table.empty:
+        raise RunTableError(f"{path}: the {what} has no rows" + (" (only a header)" if len(table.columns) else ""))
+    return table
 
 
 def write_table(df: pd.DataFrame, path) -> Path:
@@ -400,11 +444,14 @@ def write_table(df: pd.DataFrame, path) -> Path:
     fmt = _format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        _atomic_replace(path, lambda fh: df.to_csv(fh, index=False, encoding="utf-8"))
+        with atomic_write(path) as fh:
+            df.to_csv(fh, index=False, encoding="utf-8")
     elif fmt == "parquet":
-        _atomic_replace(path, lambda fh: df.to_parquet(fh, index=False))
+        with atomic_write(path) as fh:
+            df.to_parquet(fh, index=False)
     else:
-        _atomic_replace(path, lambda fh: _write_jsonl(df, fh))
+        with atomic_write(path) as fh:
+            _write_jsonl(df, fh)
     return path
 
 

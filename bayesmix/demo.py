@@ -34,6 +34,7 @@ TARGET_SIZE = "1.2M"
 TARGET_STEP = 2400
 MIN_STEP = 90  # the demo runs warm up for 48 steps; checkpoints 50 and 68 are left out
 LIVE_SIZES = ("100k", "200k")
+OUTPUT_FILES = ("report.html", "ranking.csv", "suggestions.csv", "runs.parquet")  # written under the output folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,13 +187,15 @@ def run_demo(
 
     if live < 0:
         raise ValueError(f"live must be a non-negative number of rounds, got {live}")
-    out = Path(out)
+    from bayesmix.outputs import check_output_folder
+
+    out = check_output_folder(out, files=OUTPUT_FILES)
     out.mkdir(parents=True, exist_ok=True)
     source = "given run table"
     if runs is None:
         runs, source = demo_table(seed=seed)
         truth = held_out_truth(settings) if truth is None else truth
-    from bayesmix.data import validate_runs, write_runs
+    from bayesmix.data import validate_runs, write_runs, write_table
 
     runs = validate_runs(runs)
     pipeline = settings.pipeline(progress=progress)
@@ -235,10 +238,10 @@ def run_demo(
     paths = {"report": write_report(report, out / "report.html")}
     timings["report"] = time.perf_counter() - t0
     paths["ranking"] = out / "ranking.csv"
-    report.ranking.to_csv(paths["ranking"], index=False)
+    write_table(report.ranking, paths["ranking"])
     if suggestions is not None:
         paths["suggestions"] = out / "suggestions.csv"
-        suggestions.to_csv(paths["suggestions"], index=False)
+        write_table(suggestions, paths["suggestions"])
     paths["runs"] = write_runs(runs, out / "runs.parquet")
     best = report.best
     log(f"recommended mixture: {best['mixture']} ("

@@ -9,6 +9,13 @@ Beside the gate, the share of transitions whose tree reached
 a validity one, so it does not fail a fit; but when a fit fails and most
 trajectories were cut at the maximum depth, NUTS was moving as a random walk,
 and the warning says so.
+
+A fit can converge and still explain nothing: :func:`loo_r2` is the PSIS-LOO
+predictive R^2 (Q^2) of each group of observations (an eval domain of a
+mixing law): one minus the law's leave-one-out squared error over that of a
+constant (the mean of the other observations of the group). Q^2 <= 0 means
+the law predicts a held-out loss no better than a constant would;
+:func:`adequacy_problems` turns that into a diagnostics problem.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class Diagnostics:
     problems: tuple[str, ...]
     treedepth_saturation: float = float("nan")
     max_tree_depth: int | None = None
+    loo_r2: dict | None = None  # held-out R^2 per eval domain (mixing-law fits), see loo_r2
 
     @property
     def ok(self) -> bool:
@@ -94,6 +102,49 @@ def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = T
         problems.append(f"E-BFMI {ebfmi_min:.2f} < {thresholds.ebfmi_min}")
     return Diagnostics(rhat_max, ess_bulk_min, ess_tail_min, divergences, ebfmi_min,
                        n_chains * post.sizes["draw"], tuple(problems), saturation, max_depth)
+
+
+def loo_predictions(idata: az.InferenceData) -> np.ndarray:
+    """E[y_i | y_-i] for every observation: posterior predictive draws weighted by PSIS-LOO weights."""
+    log_lik = idata.log_likelihood["obs"].to_numpy()
+    replicated = idata.posterior_predictive["obs"].to_numpy()
+    n_obs = log_lik.shape[-1]
+    log_lik, replicated = log_lik.reshape(-1, n_obs).T, replicated.reshape(-1, n_obs).T  # (obs, samples)
+    log_w, _ = az.psislw(-log_lik)
+    return (np.exp(log_w) * replicated).sum(axis=1)
+
+
+def loo_r2(idata: az.InferenceData, groups) -> dict[str, float]:
+    """PSIS-LOO predictive R^2 per group: ``1 - sum (y - E[y | others])^2 / sum (y - mean of others)^2``.
+
+    ``groups``: one label per observation (e.g. the eval domain). Groups with
+    fewer than 3 observations or no spread are left out. 1 is a perfect
+    held-out prediction; 0 or less is no better than a constant.
+    """
+    y = idata.observed_data["obs"].to_numpy().ravel()
+    predicted = loo_predictions(idata)
+    groups = np.asarray(groups).astype(str)
+    out = {}
+    for group in dict.fromkeys(groups.tolist()):
+        mask = groups == group
+        n = int(mask.sum())
+        if n < 3:
+            continue
+        others = (y[mask].sum() - y[mask]) / (n - 1)
+        constant = float(((y[mask] - others) ** 2).sum())
+        if constant > 0:
+            out[group] = 1.0 - float(((y[mask] - predicted[mask]) ** 2).sum()) / constant
+    return out
+
+
+def adequacy_problems(r2: dict[str, float], what: str = "eval domain") -> tuple[str, ...]:
+    """The problem line when some group's LOO R^2 is 0 or less (the law explains less than a constant)."""
+    bad = {g: v for g, v in r2.items() if not v > 0}
+    if not bad:
+        return ()
+    listed = ", ".join(f"{g} {v:.2f}" for g, v in bad.items())
+    return (f"the law explains less than a constant for {what}(s) {list(bad)}: held-out (PSIS-LOO) R^2 {listed} "
+            "<= 0, so the losses do not follow the mixture as the law says; do not trust its recommendation",)
 
 
 def treedepth_saturation(sample_stats, max_tree_depth: int | None) -> float:

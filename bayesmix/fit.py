@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import arviz as az
@@ -22,12 +23,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import validate_runs
-from bayesmix.diagnostics import Diagnostics, check, diagnose
+from bayesmix.data import MIX_PREFIX, absent_domains, validate_runs
+from bayesmix.diagnostics import Diagnostics, adequacy_problems, check, diagnose, loo_r2
 from bayesmix.infer import SamplerConfig, load_idata, posterior_draws, run_nuts, save_idata
 from bayesmix.laws import Law, LawData, get_law, resolve_priors
+from bayesmix.outputs import atomic_path
 
 PREDICTION_KINDS = ("observation", "mean")
+FIT_ATTRIBUTES = ("law", "law_coords", "law_meta", "point_fit", "priors")  # posterior attributes of a saved fit
 
 
 @dataclasses.dataclass
@@ -83,10 +86,8 @@ class FitResult:
     def save(self, path) -> Path:
         """Write the fit to one netCDF file (InferenceData; law metadata in attributes)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_idata(self.idata, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_idata(self.idata, tmp)
         return path
 
 
@@ -113,6 +114,39 @@ def summarise_draws(draws: xr.DataArray, prob: float = 0.9) -> pd.DataFrame:
     table["upper"] = np.quantile(values, 1 - alpha, axis=0)
     table.attrs["prob"] = prob
     return table
+
+
+def fit_diagnostics(idata: az.InferenceData, law: Law) -> Diagnostics:
+    """Convergence diagnostics plus, for a law over mixtures, the held-out R^2 of each eval domain
+    (a problem when the law explains less than a constant; see :func:`bayesmix.diagnostics.loo_r2`)."""
+    diagnostics = diagnose(idata, var_names=diagnostic_vars(law))
+    groups = _eval_groups(idata)
+    if groups is None:
+        return diagnostics
+    r2 = loo_r2(idata, groups)
+    return dataclasses.replace(diagnostics, loo_r2=r2, problems=diagnostics.problems + adequacy_problems(r2))
+
+
+def _eval_groups(idata: az.InferenceData) -> np.ndarray | None:
+    """The eval domain of each observation of a fit over mixtures, else None."""
+    groups = set(idata.groups())
+    if not {"constant_data", "log_likelihood", "posterior_predictive", "observed_data"} <= groups:
+        return None
+    const = idata.constant_data
+    if "eval" not in const or not any(str(v).startswith(MIX_PREFIX) for v in const.data_vars):
+        return None
+    if const["eval"].size != idata.observed_data["obs"].size:
+        return None
+    return const["eval"].to_numpy().astype(str)
+
+
+def warn_absent_domains(rows: pd.DataFrame) -> None:
+    """Warn, naming them, about training domains that are 0 in every run of ``rows``."""
+    absent = absent_domains(rows)
+    if absent:
+        warnings.warn(f"domain(s) {absent} are 0 in every run: the data say nothing about them, so their "
+                      "coefficients come from the prior alone (predictions for mixtures that use them are "
+                      "guesses)", UserWarning, stacklevel=3)
 
 
 def diagnostic_vars(law: Law) -> list[str]:
@@ -158,6 +192,8 @@ def fit(
     law_obj = get_law(law)
     prior_values = resolve_priors(law, priors)
     data = law_obj.prepare(validate_runs(runs), **law_options)
+    if "domains" in data.meta:
+        warn_absent_domains(data.obs_index)
     with jax.enable_x64(True):
         point = law_obj.point_fit(data, seed=seed, n_starts=n_starts)
         init_values = law_obj.init_values(data, point, prior_values) if init == "point" else None
@@ -183,7 +219,7 @@ def fit(
     idata.add_groups(constant_data=xr.Dataset.from_dataframe(
         data.obs_index.astype({c: str for c in data.obs_index.columns if data.obs_index[c].dtype == object})
         .rename_axis("obs_dim")))
-    diagnostics = check(diagnose(idata, var_names=diagnostic_vars(law_obj)), strict=strict, what=f"law {law!r}")
+    diagnostics = check(fit_diagnostics(idata, law_obj), strict=strict, what=f"law {law!r}")
     return FitResult(law_obj, data, idata, point, diagnostics, prior_values)
 
 
@@ -192,13 +228,26 @@ def load_fit(path) -> FitResult:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no fit at {path}")
-    idata = load_idata(path)
+    try:
+        idata = load_idata(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the netCDF readers say, the file is not a fit
+        raise ValueError(f"{path} is not a bayesmix fit: not a readable netCDF file "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+    if "posterior" not in idata.groups():
+        raise ValueError(f"{path} is not a bayesmix fit: it holds no posterior (groups: {idata.groups() or 'none'})")
     attrs = idata.posterior.attrs
-    if "law" not in attrs:
-        raise ValueError(f"{path} is not a bayesmix fit (no 'law' attribute)")
+    missing = [k for k in FIT_ATTRIBUTES if k not in attrs]
+    if missing:
+        raise ValueError(f"{path} is not a bayesmix fit: its posterior lacks the attribute(s) {missing}")
     law = get_law(attrs["law"])
-    data = LawData(arrays={}, y=np.empty(0), coords=json.loads(attrs["law_coords"]),
-                   meta=json.loads(attrs["law_meta"]), obs_index=pd.DataFrame())
-    point = {k: np.asarray(v) for k, v in json.loads(attrs["point_fit"]).items()}
-    diagnostics = diagnose(idata, var_names=diagnostic_vars(law))
-    return FitResult(law, data, idata, point, diagnostics, json.loads(attrs["priors"]))
+    try:
+        coords, meta, priors = (json.loads(attrs[k]) for k in ("law_coords", "law_meta", "priors"))
+        point = {k: np.asarray(v) for k, v in json.loads(attrs["point_fit"]).items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a bayesmix fit: unreadable law attributes ({exc})") from None
+    missing = [name for name in law.param_dims if name not in idata.posterior]
+    if missing:
+        raise ValueError(f"{path} is not a bayesmix fit of law {attrs['law']!r}: its posterior lacks {missing}")
+    data = LawData(arrays={}, y=np.empty(0), coords=coords, meta=meta, obs_index=pd.DataFrame())
+    diagnostics = fit_diagnostics(idata, law)
+    return FitResult(law, data, idata, point, diagnostics, priors)

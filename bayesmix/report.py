@@ -40,7 +40,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesmix.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
+from bayesmix.outputs import atomic_write
 
 SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
             "diagnostics", "model", "data")
@@ -302,6 +304,7 @@ class Report:
     data_summary: pd.DataFrame | None = None
     missing: dict[str, str] = dataclasses.field(default_factory=dict)
     rerun_hint: str = "Rerun with longer chains (more warm-up and draws)"
+    caveat: str = ""  # plain text put before the recommendation (e.g. the law explains less than a constant)
     created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
     def __post_init__(self):
@@ -414,6 +417,8 @@ def _per_eval_frame(per_eval: pd.DataFrame, prob: float) -> pd.DataFrame:
 
 
 def _cards(report: Report) -> list[dict]:
+    """The headline cards: ``key`` is plain text (names from the data; escaped when rendered),
+    ``value`` and ``sub`` are trusted HTML made of numbers only."""
     best = report.best
     pct = round(100 * report.prob)
     cards = [{"key": f"predicted loss{' (' + report.target + ')' if report.target else ''}",
@@ -445,6 +450,8 @@ def _headline(report: Report) -> str:
     target = f" at {report.target}" if report.target else ""
     text = (f"Train on <b>{html.escape(str(best['mixture']))}</b>: predicted loss{html.escape(target)} "
             f"{best['mean']:.4f} ({pct}% interval {best['lower']:.4f}&ndash;{best['upper']:.4f})")
+    if report.caveat:
+        text = f"<b>Not a confident recommendation:</b> {html.escape(report.caveat)} " + text
     if str(best["mixture"]) == report.baseline:
         return text + ", which is the baseline itself: no candidate is predicted to do better."
     return text + (f", {_fmt_prob(best['p_beat'])} probability of beating the baseline "
@@ -525,7 +532,7 @@ def render_html(report: Report) -> str:
         "diagnostics_line": "; ".join(_diag_line(r) for _, r in report.diagnostics.iterrows()) or "no failures",
         "headline": safe(_headline(report)),
         "best_bar": [b for b in bar if b["pct"] > 0],
-        "cards": [{k: safe(v) for k, v in c.items()} for c in _cards(report)],
+        "cards": [{k: v if k == "key" else safe(v) for k, v in c.items()} for c in _cards(report)],
         "disagreement": _disagreement(report),
         "ranking_note": (f"The top {min(report.top, len(report.ranking))} of {len(report.ranking)} candidates, ranked "
                          f"by {CRITERIA[report.rank_by][0]}, and the baseline. Mean and {pct}% interval of the predicted "
@@ -602,10 +609,9 @@ def _suggestions_frame(suggestions: pd.DataFrame) -> pd.DataFrame:
 def write_report(report: Report, path, *, pdf: bool = False) -> Path:
     """Write the HTML (atomically) to ``path``; with ``pdf`` also ``path`` with suffix .pdf."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    os.replace(tmp, path)
+    text = render_html(report)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
     if pdf:
         html_to_pdf(path, path.with_suffix(".pdf"))
     return path
@@ -1103,6 +1109,7 @@ def report_from_fit(
         multiplier=None, missing=missing, diagnostics=diagnostics, settings=info, summary=data_summary(obs),
         target=target)
     report.rerun_hint = rerun
+    report.caveat = "; ".join(adequacy_problems(d.loo_r2 or {}))
     _fit_figures(fit, report, obs)
     surface = _loss_surface_fn(fit.posterior(), fit.law, fit.data, seed=seed)
     return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,

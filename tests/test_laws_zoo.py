@@ -185,7 +185,7 @@ def test_overall_target_is_the_weighted_sum_of_evals():
     assert data.meta["target"] == "overall"
     with pytest.raises(RunTableError, match=r"needs every run's loss on each eval domain \['x', 'y'\]; run\(s\) \['r0'\]"):
         get_law("m1").prepare(runs.iloc[1:])
-    with pytest.raises(RunTableError, match=r"eval domain\(s\) \['z'\] not in the table"):
+    with pytest.raises(RunTableError, match=r"unknown eval domain\(s\) \['z'\]; the table has"):
         get_law("m1").prepare(runs, evals=["z"])
     with pytest.raises(RunTableError, match="needs at least 5 distinct mixtures for 3 domains, the table has 4"):
         get_law("m2").prepare(runs[runs["run"].isin(["r0", "r1", "r2", "r3"])])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bayesmix.commands.fit import _key_values, add_sampler_arguments, sampler_from_args
+from bayesmix.commands.fit import _key_values, add_sampler_arguments, check_sampler_arguments, sampler_from_args
 
 HELP = """Fit several laws to the same losses with NUTS and rank them by PSIS-LOO
 (expected log predictive density, higher is better; elpd_diff and its standard
@@ -62,13 +62,16 @@ def comparison_options(args) -> tuple[dict, dict]:
 def run(args) -> int:
     import pandas as pd
 
-    from bayesmix.commands.predict import write_table
     from bayesmix.compare import compare_laws
-    from bayesmix.data import read_runs
+    from bayesmix.data import read_runs, write_table
     from bayesmix.laws import get_law
+    from bayesmix.outputs import TABLE_SUFFIXES, check_output
 
     for name in args.laws:
         get_law(name)  # unknown names fail before any fitting
+    check_sampler_arguments(args)
+    if args.out:
+        check_output(args.out, suffixes=TABLE_SUFFIXES, inputs=[args.runs, args.test], what="table")
     runs = read_runs(args.runs)
     test = read_runs(args.test) if args.test else None
     common, specific = comparison_options(args)

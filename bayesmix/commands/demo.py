@@ -62,11 +62,13 @@ def settings_from_args(args):
 
 
 def run(args) -> int:
-    from bayesmix.demo import run_demo, target_parameters
+    from bayesmix.demo import OUTPUT_FILES, run_demo, target_parameters
+    from bayesmix.outputs import check_output_folder
 
     if args.live < 0:
         raise ValueError(f"--live must be 0 or more rounds, got {args.live}")
     settings = settings_from_args(args)
+    check_output_folder(args.out, files=OUTPUT_FILES, inputs=[args.runs])
     target_parameters(settings.target_size)  # a bad size fails before any work
     runs = None
     if args.runs:

@@ -38,6 +38,15 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def check_sampler_arguments(args) -> None:
+    """Fail at once on sampler settings NUTS cannot run with."""
+    for name in ("chains", "draws"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
+
+
 def sampler_from_args(args):
     from bayesmix.infer import SamplerConfig
 
@@ -71,7 +80,13 @@ def law_options(args) -> dict:
 def run(args) -> int:
     from bayesmix.data import read_runs
     from bayesmix.fit import fit
+    from bayesmix.laws import get_law, resolve_priors
+    from bayesmix.outputs import FIT_SUFFIXES, check_output
 
+    check_output(args.out, suffixes=FIT_SUFFIXES, inputs=[args.runs], what="fit (netCDF)")
+    get_law(args.law)
+    resolve_priors(args.law, args.prior)
+    check_sampler_arguments(args)
     runs = read_runs(args.runs)
     result = fit(runs, args.law, seed=args.seed, priors=args.prior, sampler=sampler_from_args(args),
                  strict=args.strict, **law_options(args))

@@ -80,14 +80,22 @@ def run(args) -> int:
     import pandas as pd
 
     from bayesmix.batched import LaneConfig
-    from bayesmix.commands.predict import read_table, write_table
-    from bayesmix.data import read_runs
+    from bayesmix.data import read_rows, read_runs, write_table
     from bayesmix.decide import effective_compute_multiplier, predicted_optimum, prob_beats
+    from bayesmix.outputs import JSON_SUFFIXES, TABLE_SUFFIXES, atomic_write, check_output, same_file
     from bayesmix.pipeline import Pipeline
 
     if not 0 < args.prob < 1:
         raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    inputs = [args.runs, args.mixtures]
+    if args.out:
+        check_output(args.out, suffixes=TABLE_SUFFIXES, inputs=inputs, what="table")
+    if args.json:
+        check_output(args.json, suffixes=JSON_SUFFIXES, inputs=inputs, option="--json", what="summary")
+        if args.out and same_file(args.out, args.json):
+            raise ValueError(f"--out and --json name the same file {args.out}")
     runs = read_runs(args.runs)
+    mixtures = read_rows(args.mixtures, "mixtures table") if args.mixtures else None
     pipeline = Pipeline(
         target_size=args.target_size, target_step=args.target_step, min_step=args.min_step, mode=args.mode,
         n_draws=args.n_draws, evals=tuple(args.evals.split(",")) if args.evals else None, weights=args.weights,
@@ -100,7 +108,6 @@ def run(args) -> int:
     print(f"target: {result.plan.target_size:,} parameters at step {result.plan.target_step:,}; mode {result.mode}")
     print(result.stage_table().to_string(index=False))
 
-    mixtures = read_table(args.mixtures) if args.mixtures else None
     table = result.predict(mixtures, prob=args.prob, seed=args.seed)
     if args.baseline:
         draws = result.predict(mixtures, draws=True, seed=args.seed)
@@ -143,7 +150,7 @@ def run(args) -> int:
         print(multipliers[cols].round(3).to_string(index=False))
         summary["multiplier"] = multipliers.to_dict(orient="records")
     if args.json:
-        with open(args.json, "w") as fh:
+        with atomic_write(args.json, "w") as fh:
             json.dump(summary, fh, indent=2, default=float)
         print(f"wrote summary to {args.json}")
     return 0

@@ -39,47 +39,18 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def read_table(path: str):
-    """Read a user table by suffix (no pickle)."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no file {p}")
-    suffix = p.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(p)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    if suffix in (".jsonl", ".json"):
-        return pd.read_json(p, lines=True)
-    raise ValueError(f"unsupported file type {suffix!r} for {p}; use .csv, .parquet or .jsonl")
-
-
-def write_table(table, path: str) -> None:
-    from pathlib import Path
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    suffix = p.suffix.lower()
-    if suffix == ".csv":
-        table.to_csv(p, index=False)
-    elif suffix in (".parquet", ".pq"):
-        table.to_parquet(p, index=False)
-    elif suffix in (".jsonl", ".json"):
-        table.to_json(p, orient="records", lines=True)
-    else:
-        raise ValueError(f"unsupported output type {suffix!r}; use .csv, .parquet or .jsonl")
-
-
 def run(args) -> int:
+    from bayesmix.data import read_rows, write_table
     from bayesmix.fit import load_fit
+    from bayesmix.outputs import TABLE_SUFFIXES, check_output
 
+    if not 0 < args.prob < 1:
+        raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    if args.out:
+        check_output(args.out, suffixes=TABLE_SUFFIXES, inputs=[args.fit, args.mixtures], what="table")
     result = load_fit(args.fit)
     if args.mixtures:
-        inputs = {"mixtures": read_table(args.mixtures)}
+        inputs = {"mixtures": read_rows(args.mixtures, "mixtures table")}
     elif args.steps:
         inputs = {"steps": args.steps}
     else:

@@ -47,25 +47,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def read_table(path: str):
-    """A small table from CSV, Parquet or JSONL."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no file at {p}")
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(p)
-    if suffix in (".jsonl", ".json"):
-        return pd.read_json(p, lines=suffix == ".jsonl")
-    return pd.read_csv(p)
-
-
 def run(args) -> int:
+    from bayesmix.data import read_rows
     from bayesmix.fit import load_fit
+    from bayesmix.outputs import HTML_SUFFIXES, check_output
     from bayesmix.report import report_from_fit, write_report
 
     if args.top < 1:
@@ -74,10 +59,14 @@ def run(args) -> int:
         raise ValueError(f"--random must be non-negative, got {args.n_random}")
     if not 0 < args.prob < 1:
         raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    inputs = [args.fit, args.candidates, args.suggestions]
+    out = check_output(args.out, suffixes=HTML_SUFFIXES, inputs=inputs, what="report")
+    if args.pdf:
+        check_output(out.with_suffix(".pdf"), suffixes=(".pdf",), inputs=inputs, option="--pdf", what="PDF")
     fit = load_fit(args.fit)
     report = report_from_fit(
-        fit, baseline=args.baseline, candidates=read_table(args.candidates) if args.candidates else None,
-        suggestions=read_table(args.suggestions) if args.suggestions else None, n_random=args.n_random,
+        fit, baseline=args.baseline, candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
+        suggestions=read_rows(args.suggestions, "suggestions table") if args.suggestions else None, n_random=args.n_random,
         rank_by=args.rank_by, top=args.top, prob=args.prob, seed=args.seed, title=args.title,
         settings={"fit file": args.fit})
     path = write_report(report, args.out, pdf=args.pdf)

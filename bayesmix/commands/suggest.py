@@ -84,20 +84,31 @@ def build_bounds(args, domains: list[str]):
 
 
 def run(args) -> int:
-    from bayesmix.commands.predict import read_table, write_table
+    from bayesmix.data import read_rows, write_table
     from bayesmix.design import suggest
     from bayesmix.fit import load_fit
+    from bayesmix.outputs import TABLE_SUFFIXES, check_output
 
     if args.q < 1:
         raise ValueError(f"--q must be at least 1, got {args.q}")
+    if args.draws < 1:
+        raise ValueError(f"--draws must be at least 1, got {args.draws}")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be 0 or more, got {args.steps}")
+    if not 0 < args.prob < 1:
+        raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    if args.target_tokens is not None and not args.target_tokens > 0:
+        raise ValueError(f"--target-tokens must be positive, got {args.target_tokens}")
+    if args.out:
+        check_output(args.out, suffixes=TABLE_SUFFIXES, inputs=[args.fit, args.pool, args.candidates], what="table")
     result = load_fit(args.fit)
     domains = list(result.data.meta.get("domains", []))
     if not domains:
         raise ValueError(f"{args.fit} is a {result.law.name!r} fit; suggest needs a mixing-law fit")
     bounds = build_bounds(args, domains)
     table = suggest(result, q=args.q, bounds=bounds, seed=args.seed, acquisition=args.acquisition, eval=args.eval,
-                    pool=read_table(args.pool) if args.pool else None,
-                    candidates=read_table(args.candidates) if args.candidates else None,
+                    pool=read_rows(args.pool, "pool of mixtures") if args.pool else None,
+                    candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
                     steps=args.steps, max_draws=args.draws, prob=args.prob)
     attrs = table.attrs
     print(f"incumbent: {attrs['incumbent_mixture']} (posterior mean {attrs['incumbent']:.4f}, eval {attrs['eval']}); "

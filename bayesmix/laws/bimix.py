@@ -40,7 +40,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.overall import OVERALL, one_size, target_weights
@@ -150,8 +150,7 @@ class BiMixLaw:
             raise ValueError(f"epsilon must lie in (0, 1), got {epsilon}")
         rows = one_size(runs, size, self.name)
         rows = rows[rows["step"] >= min_step] if step is None else rows[rows["step"] == step]
-        if evals is not None:
-            rows = rows[rows["eval"].astype(str).isin(evals)]
+        rows = select_evals(rows, evals, law=self.name)
         if rows.empty:
             raise RunTableError(f"law 'bimix': no rows left (step={step}, min_step={min_step}, evals={evals})")
         rows = rows.assign(eval=rows["eval"].astype(str)).reset_index(drop=True)

@@ -24,7 +24,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.pointfit import multistart_fit
@@ -113,8 +113,7 @@ class MixingLaw:
         if rows.empty:
             raise RunTableError(f"law 'mix': no runs of size {size}")
         rows = rows_at_step(rows, step)
-        if evals is not None:
-            rows = rows[rows["eval"].isin(evals)]
+        rows = select_evals(rows, evals, law=self.name)
         cols = mix_columns(rows)
         domains = [c[len(MIX_PREFIX):] for c in cols]
         n_mix = len(rows.drop_duplicates(cols))

@@ -31,7 +31,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixing import _point_init, _point_mean
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
@@ -95,8 +95,7 @@ class MultiScaleLaw:
         """Rows grouped by (size, step): each run's last checkpoint, or the checkpoints in ``steps``."""
         rows = runs if sizes is None else runs[runs["size"].isin(sizes)]
         rows = last_checkpoints(rows) if steps is None else rows[rows["step"].isin(steps)]
-        if evals is not None:
-            rows = rows[rows["eval"].astype(str).isin(evals)]
+        rows = select_evals(rows, evals, law=self.name)
         if rows.empty:
             raise RunTableError(f"law 'multiscale': no rows left (sizes={sizes}, steps={steps}, evals={evals})")
         rows = rows.assign(eval=rows["eval"].astype(str)).sort_values(["size", "step"], kind="stable")

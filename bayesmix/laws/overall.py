@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.size import rows_at_step
@@ -62,12 +62,7 @@ def per_run_target(rows: pd.DataFrame, evals: list[str] | None, weights, law: st
 
     Every run must have a loss on every chosen eval domain.
     """
-    if evals is not None:
-        unknown = sorted(set(evals) - set(rows["eval"].astype(str)))
-        if unknown:
-            raise RunTableError(f"law {law!r}: eval domain(s) {unknown} not in the table; "
-                                f"it has {sorted(rows['eval'].astype(str).unique())}")
-        rows = rows[rows["eval"].astype(str).isin(evals)]
+    rows = select_evals(rows, evals, law=law)
     evals_seen = list(evals) if evals is not None else list(dict.fromkeys(rows["eval"].astype(str)))
     w = target_weights(weights, evals_seen)
     wide = rows.assign(eval=rows["eval"].astype(str)).pivot_table(index="run", columns="eval", values="loss",

@@ -142,5 +142,34 @@ def resolve_priors(law: str, overrides: Mapping[str, float] | None = None) -> di
         raise KeyError(
             f"unknown prior name(s) {unknown} for law {law!r}; valid names: {sorted(priors)}"
         )
-    priors.update({k: float(v) for k, v in overrides.items()})
+    for name, value in overrides.items():
+        priors[name] = check_prior(name, value)
     return priors
+
+
+def prior_constraint(name: str) -> str:
+    """What a prior's value must be: scales (``*_sd``, ``*_tau``, ``*_scale``) and ``student_df``
+    are positive (``student_df`` may be ``inf``), locations are finite."""
+    if name == "student_df":
+        return "positive (inf gives a Normal likelihood)"
+    if name.endswith(("_sd", "_tau", "_scale")):
+        return "positive and finite (it is a scale)"
+    return "finite"
+
+
+def check_prior(name: str, value) -> float:
+    """``value`` as a float, or ``ValueError`` naming the prior and its constraint."""
+    constraint = prior_constraint(name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"prior {name!r} must be a number, {constraint}; got {value!r}") from None
+    if name == "student_df":
+        ok = number > 0  # inf allowed; nan > 0 is False
+    elif constraint == "finite":
+        ok = math.isfinite(number)
+    else:
+        ok = math.isfinite(number) and number > 0
+    if not ok:
+        raise ValueError(f"prior {name!r} must be {constraint}; got {value!r}")
+    return number

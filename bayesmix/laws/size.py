@@ -11,7 +11,7 @@ import warnings
 
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
 from bayesmix.laws.powerlaw import PowerLaw
@@ -47,8 +47,7 @@ class SizeLaw(PowerLaw):
     def prepare(self, runs: pd.DataFrame, *, step: int | None = None, evals: list[str] | None = None) -> LawData:
         """Size-law curves over the model sizes of each mixture."""
         rows = rows_at_step(runs, step)
-        if evals is not None:
-            rows = rows[rows["eval"].isin(evals)]
+        rows = select_evals(rows, evals, law=self.name)
         n_sizes = rows["size"].nunique()
         if n_sizes < MIN_SIZES:
             raise RunTableError(

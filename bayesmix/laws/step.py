@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data import RunTableError, select_evals
 from bayesmix.laws.base import LawData
 from bayesmix.laws.powerlaw import PowerLaw
 
@@ -24,8 +24,7 @@ class StepLaw(PowerLaw):
     def prepare(self, runs: pd.DataFrame, *, min_step: int = 1, evals: list[str] | None = None) -> LawData:
         """Rows with ``step >= min_step`` (and the chosen evals) as step-law curves."""
         rows = runs[runs["step"] >= min_step]
-        if evals is not None:
-            rows = rows[rows["eval"].isin(evals)]
+        rows = select_evals(rows, evals, law=self.name)
         if rows.empty:
             raise RunTableError(f"law 'step': no rows at or above min_step={min_step}")
         counts = rows.groupby(["run", "eval"])["step"].nunique()

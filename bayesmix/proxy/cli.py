@@ -121,11 +121,15 @@ def run_train(args) -> int:
         for d in corpus.domains:
             print(f"{d.name}\t{', '.join(str(p) for p in (*d.train, *d.valid))}")
         return 0
+    from bayesmix.outputs import TABLE_SUFFIXES, check_output, check_output_folder
     from bayesmix.proxy.mixtures import mixture_label, parse_mixture, validate_mixture
-    from bayesmix.proxy.sweeps import SweepError, sweep
+    from bayesmix.proxy.sweeps import SweepError, default_workdir, sweep
 
     if not args.out:
         raise ValueError("--out is required: the run table to write (.parquet, .csv or .jsonl)")
+    check_output(args.out, suffixes=TABLE_SUFFIXES, inputs=[d.split("=", 1)[-1] for d in args.domain],
+                 what="run table")
+    check_output_folder(args.workdir or default_workdir(args.out), option="--workdir")
     if args.mixture:
         mix = parse_mixture(args.mixture)
         name = args.name or mixture_label(validate_mixture(mix, corpus.names, name="--mixture"))
@@ -148,8 +152,8 @@ def run_train(args) -> int:
         raise ValueError(str(exc)) from None
     except SweepError as exc:
         print(f"bayesmix train: {exc}", file=sys.stderr)
-        if exc.rows is not None:
-            print(f"bayesmix train: rows of the {exc.rows['run'].nunique()} finished run(s) are in {args.out}",
+        if exc.written:
+            print(f"bayesmix train: rows of the {len(exc.written)} finished run(s) are in {args.out}",
                   file=sys.stderr)
         return 1
     rows = result.rows

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.data import MIX_PREFIX
+from bayesmix.data import MIX_PREFIX, read_table
 
 SUM_TOLERANCE = 1e-3
 NAME_COLUMNS = ("name", "mixture", "run")
@@ -109,7 +109,9 @@ def read_mixtures(source) -> dict[str, dict[str, float]]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            payload = json.loads(path.read_text())
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise MixtureError(f"{path} is not UTF-8 text (undecodable byte at position {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise MixtureError(f"{path}: not valid JSON ({exc.msg})") from None
         if isinstance(payload, dict):
@@ -117,11 +119,9 @@ def read_mixtures(source) -> dict[str, dict[str, float]]:
         if isinstance(payload, list):
             return _from_frame(pd.DataFrame(payload), str(path))
         raise MixtureError(f"{path}: expected a JSON object name -> mixture or a list of records")
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet,
-               ".jsonl": lambda p: pd.read_json(p, lines=True)}
-    if suffix not in readers:
+    if suffix not in (".csv", ".parquet", ".pq", ".jsonl"):
         raise MixtureError(f"{path}: unsupported mixtures file type {suffix!r}; use .csv, .parquet, .jsonl or .json")
-    return _from_frame(readers[suffix](path), str(path))
+    return _from_frame(read_table(path), str(path))
 
 
 def parse_mixture(text: str) -> dict[str, float]:

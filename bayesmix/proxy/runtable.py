@@ -15,6 +15,7 @@ from bayesmix.schedule import Schedule, with_schedule
 
 from bayesmix.data import (MIX_PREFIX, SUFFIXES, RunTableError, mixture_columns, read_table, validate_runs,
                            write_table)
+from bayesmix.outputs import check_output
 
 
 def checkpoint_rows(*, run: str, size: int, step: int, tokens: int, losses: Mapping[str, float],
@@ -68,6 +69,7 @@ def check_out_table(path, domains: list[str]) -> None:
                             f"use one of {sorted(set(SUFFIXES))}")
     if path.is_dir():
         raise RunTableError(f"{path} is a directory, not a run-table file")
+    check_output(path, suffixes=tuple(SUFFIXES), option="out", what="run table")
     if path.exists():
         existing = read_table(path)
         old, new = set(mixture_columns(existing)), {MIX_PREFIX + d for d in domains}

@@ -21,8 +21,11 @@ cache and work directory must be on storage that every node sees.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,17 +44,22 @@ from bayesmix.proxy.tokenize import build_token_cache, default_cache_dir
 from bayesmix.proxy.train import RunDirectory, TrainConfig, make_config, prepare_run, train_run
 
 BACKENDS = ("local", "ray")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class SweepError(RuntimeError):
     """Some runs of a sweep failed; the others' rows were kept."""
 
-    def __init__(self, failures: dict[str, str], rows: pd.DataFrame | None):
+    def __init__(self, failures: dict[str, str], rows: pd.DataFrame | None, *, written: list[str] | None = None,
+                 out_error: str | None = None):
         self.failures = failures
         self.rows = rows
+        self.written = list(written or [])  # runs whose rows are in ``out``
+        self.out_error = out_error
         lines = "; ".join(f"{run}: {msg}" for run, msg in list(failures.items())[:5])
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} run(s) failed: {lines}{more}")
+        parts = [f"{len(failures)} run(s) failed: {lines}{more}"] if failures else []
+        super().__init__("; ".join(parts + ([out_error] if out_error else [])))
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,22 @@ def _job_worker(kwargs: dict) -> pd.DataFrame:
     return train_run(**kwargs)
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` does: on Linux the kernel sends SIGKILL at the
+    parent's death (``prctl(PR_SET_PDEATHSIG)``); if the parent is already gone, exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl: the getppid check and the run locks remain
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
+    die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -138,14 +159,15 @@ def _run_local(jobs, make_kwargs, workers, device_type, on_result, inner_progres
             kwargs = make_kwargs(job)
             kwargs["progress"] = inner_progress
             try:
-                on_result(job, train_run(**kwargs, _cache=cache), None)
+                rows, error = train_run(**kwargs, _cache=cache), None
             except Exception as exc:  # noqa: BLE001 - reported per run, the sweep goes on
-                on_result(job, None, exc)
+                rows, error = None, exc
+            on_result(job, rows, error)
         return
     threads = 1 if device_type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         pending = {pool.submit(_job_worker, make_kwargs(job)): job for job in jobs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -221,7 +243,8 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
                                cache=cache)
         if workdir is not None:
             rundir = RunDirectory(Path(workdir), prepared)
-            rundir.open()
+            with rundir.lock():  # another live sweep training this run is an error here, before any training
+                rundir.open()
             if rundir.state().get("finished"):
                 results[job.run] = validate_runs(rundir.rows())
                 skipped.append(job.run)
@@ -233,9 +256,18 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
     bar = _bar(len(jobs), progress)
     bar.update(len(skipped))
 
+    written: list[str] = []
+    out_errors: list[str] = []
+
     def write_out():
         if out is not None and results:
-            merge_into(out, pd.concat(list(results.values()), ignore_index=True), list(results))
+            try:
+                merge_into(out, pd.concat(list(results.values()), ignore_index=True), list(results))
+            except OSError as exc:
+                out_errors[:] = [f"could not write {out} ({exc.strerror or exc}); the finished runs' rows are in "
+                                 f"{workdir}"]
+                return
+            written[:] = list(results)
 
     def on_result(job: Job, rows, exc):
         if exc is not None:
@@ -263,8 +295,8 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
         bar.close()
     ordered = [results[j.run] for j in jobs if j.run in results]
     rows = validate_runs(pd.concat(ordered, ignore_index=True)) if ordered else None
-    if failures:
-        raise SweepError(failures, rows)
+    if failures or out_errors:
+        raise SweepError(failures, rows, written=written, out_error=out_errors[0] if out_errors else None)
     if details:
         return SweepResult(rows=rows, trained=trained, skipped=skipped, failed=failures)
     return rows

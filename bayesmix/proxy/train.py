@@ -18,7 +18,9 @@ and settings are rejected before any training.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -33,8 +35,8 @@ import pandas as pd
 import torch
 
 from bayesmix.data import read_table, validate_runs, write_table
+from bayesmix.outputs import atomic_write
 from bayesmix.progress import progress_enabled
-from bayesmix.proxy.atomic import atomic_write
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
@@ -52,7 +54,8 @@ EXECUTION_FIELDS = ("device", "precision", "compile", "attention", "save_every",
 
 
 class RunConflictError(ValueError):
-    """A run of the same name exists in the work directory with different settings."""
+    """A run of the same name exists in the work directory with different settings, or another
+    live process is training it."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -177,8 +180,16 @@ def make_config(config: TrainConfig | Mapping | None = None, **overrides) -> Tra
 
 
 def run_directory_name(run: str) -> str:
-    """A file-system-safe folder name for a run id."""
-    return re.sub(r"[^A-Za-z0-9._@=+-]", "_", run)[:200] or "run"
+    """A file-system-safe folder name for a run id, inside the work folder.
+
+    Characters other than letters, digits and ``. _ @ = + -`` become ``_``; a
+    name made only of dots (``.``, ``..``) would name the work folder or its
+    parent and is a ``ValueError``.
+    """
+    name = re.sub(r"[^A-Za-z0-9._@=+-]", "_", str(run))[:200] or "run"
+    if not name.strip("."):
+        raise ValueError(f"run name {run!r} would write outside the work folder; give a name with a letter or digit")
+    return name
 
 
 @dataclass
@@ -210,6 +221,8 @@ def prepare_run(mixture: Mapping, size: str | ModelSize, config: TrainConfig, *,
     corpus = load_corpus(corpus) if cache is None else cache.corpus
     label = name or "mixture"
     mix = validate_mixture(mixture, corpus.names, name=label)
+    run_id = run or f"{name or mixture_label(mix)}@{size.name}"
+    run_directory_name(run_id)  # a name that escapes the work folder fails here, before any training
     evals = list(corpus.names if evals is None else evals)
     unknown = [e for e in evals if e not in corpus.names]
     if unknown or not evals:
@@ -218,7 +231,6 @@ def prepare_run(mixture: Mapping, size: str | ModelSize, config: TrainConfig, *,
     cache = cache or build_token_cache(corpus, cache_dir=cache_dir)
     MixtureSampler({d: cache.tokens(d, "train") for d in corpus.names}, mix,
                    batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed)
-    run_id = run or f"{name or mixture_label(mix)}@{size.name}"
     return PreparedRun(run=run_id, size=size, mixture=mix, config=config, corpus=corpus, cache=cache, evals=evals)
 
 
@@ -267,6 +279,31 @@ class RunDirectory:
                     f"({'; '.join(changes[:6])}); use another work directory or run name")
         else:
             _write_json(self.spec_path, spec)
+
+    @contextmanager
+    def lock(self):
+        """Hold the run folder's ``.lock`` (an exclusive ``flock``, with the holder's pid inside) for
+        the block; :class:`RunConflictError` when a live process holds it. The kernel drops the lock
+        when its holder dies, so a lock left by a killed process is simply taken over."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunConflictError(f"run {self.prepared.run!r} in {self.path.parent} is being trained by process "
+                                   f"{holder}; wait for it to finish or stop it") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def state(self) -> dict:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
@@ -422,14 +459,15 @@ def train_run(mixture: Mapping[str, float], size: str | ModelSize, config: Train
         check_out_table(out, prepared.corpus.names)
     with _work_root(workdir) as root:
         rundir = RunDirectory(root, prepared)
-        rundir.open()
-        if rundir.state().get("finished"):
-            rows = validate_runs(rundir.rows())
-            if out is not None:
-                merge_into(out, rows, [prepared.run])
-            return rows
-        with torch_threads(prepared.config.threads):
-            return _execute(prepared, rundir, out=out, progress=progress, on_checkpoint=on_checkpoint)
+        with rundir.lock():
+            rundir.open()
+            if rundir.state().get("finished"):
+                rows = validate_runs(rundir.rows())
+                if out is not None:
+                    merge_into(out, rows, [prepared.run])
+                return rows
+            with torch_threads(prepared.config.threads):
+                return _execute(prepared, rundir, out=out, progress=progress, on_checkpoint=on_checkpoint)
 
 
 def run_is_finished(workdir, run: str) -> bool:
