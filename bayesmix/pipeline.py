@@ -412,13 +412,33 @@ def fit_step_curves(pipeline: Pipeline, stage: st.Stage, *, seed: int):
 
 
 def step_shape_from(stage: st.Stage, params: dict[str, np.ndarray], labels: pd.DataFrame) -> dict:
-    """Reducible loss at S* and exponent per (dataset, run-eval curve): the step law
-    ``L(S) = floor + reducible * (S / S*)^-exponent`` of every proxy curve."""
-    c = stage.query.arrays["curve"]
+    """Reducible loss at S* and exponent per (dataset, handed-off run-eval curve): the step
+    law ``L(S) = floor + reducible * (S / S*)^-exponent`` of every proxy curve (for the
+    schedule-aware law, ``reducible`` is the loss at S* above the floor, annealing included)."""
+    keep = stage.handed_off()
+    c = stage.query.arrays["curve"][keep]
     with jax.enable_x64(True):
-        mean = st.predict_stage(stage, params)
+        mean = st.predict_stage(stage, params)[:, keep]
     floor, exponent = params["floor"][:, c], params["exponent"][:, c]
     return {"labels": labels, "reducible": mean - floor, "exponent": exponent}
+
+
+def step_labels(stage: st.Stage, runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """Labels (run, eval, size, step, mixture, mix.*) of the step stage's handed-off points."""
+    labels = stage.query.labels.iloc[stage.handed_off()][["run", "eval", "size", "step"]]
+    return st.with_mixtures(labels.astype({"run": str}).reset_index(drop=True), runs_frame)
+
+
+def warn_rising(runs: pd.DataFrame, min_step: int) -> list[str]:
+    """``run/eval`` of the curves whose loss rises with steps (:func:`bayesmix.stages.rising_curves`),
+    with one warning naming them."""
+    rising = st.rising_curves(runs, min_step=min_step)
+    names = [f"{r.run}/{r.eval}" for r in rising.itertuples()]
+    if names:
+        warnings.warn(f"{len(names)} curve(s) rise with training steps, which no step law here describes "
+                      f"(e.g. {', '.join(names[:5])}); their extrapolation to the target step is a guess",
+                      UserWarning, stacklevel=3)
+    return names
 
 
 def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int) -> PipelineResult:
@@ -433,16 +453,16 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     t0 = time.perf_counter()
     if plan.step:
         stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals, priors=priors["step"])
-        labels = st.with_mixtures(stage.query.labels[["run", "eval", "size", "step"]].astype({"run": str}),
-                                  runs_frame)
+        labels = step_labels(stage, runs_frame)
         lanes, params, population = fit_step_curves(pipeline, stage, seed=seed)
         with jax.enable_x64(True):
             pred = st.predict_stage(stage, params)
         lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
-        out, rows = output_from_draws(pipeline, labels, pred, n_lanes=1, rng=rng)
+        out, rows = output_from_draws(pipeline, labels, pred[:, stage.handed_off()], n_lanes=1, rng=rng)
         step_shape = step_shape_from(stage, {k: v[rows] for k, v in params.items()}, labels)
         stages["step"], diagnostics["step"] = stage, _check_lanes("step", lanes, pipeline.strict, per="curve")
         diagnostics["step"]["population"] = population
+        diagnostics["step"]["rising"] = warn_rising(runs, pipeline.min_step)
     else:
         labels, observed = st.observed_at_target(runs, evals=pipeline.evals)
         labels = st.with_mixtures(labels, runs_frame)

@@ -48,7 +48,7 @@ def _bootstrap_stage(stage: st.Stage, y_point: np.ndarray, inputs_b: np.ndarray 
 
 def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
     """The ``point`` mode of :class:`bayesmix.pipeline.Pipeline`."""
-    from bayesmix.pipeline import PipelineResult, StageOutput, _summary, step_shape_from
+    from bayesmix.pipeline import PipelineResult, StageOutput, _summary, step_labels, step_shape_from
 
     rng = np.random.default_rng(seed)
     B = int(pipeline.n_draws)
@@ -61,13 +61,13 @@ def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
         if plan.step:
             stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals,
                                   priors=priors["step"])
-            labels = st.with_mixtures(stage.query.labels[["run", "eval", "size", "step"]].astype({"run": str}),
-                                      runs_frame)
+            labels = step_labels(stage, runs_frame)
             point, boot, _ = _bootstrap_stage(stage, stage.data.y, None, n_boot=B, seed=seed,
                                               n_starts=pipeline.n_starts, boot_starts=pipeline.boot_starts,
                                               rng=rng)
-            p_point = st.predict_stage(stage, {k: np.asarray(v)[None] for k, v in point.items()})[0]
-            p_boot = st.predict_stage(stage, boot)
+            keep = stage.handed_off()
+            p_point = st.predict_stage(stage, {k: np.asarray(v)[None] for k, v in point.items()})[0][keep]
+            p_boot = st.predict_stage(stage, boot)[:, keep]
             step_shape = step_shape_from(stage, boot, labels)
             stages["step"] = stage
         else:

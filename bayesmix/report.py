@@ -867,6 +867,10 @@ def report_from_pipeline(
             "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
             "seed": result.seed, "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws",
             **(settings or {})}
+    rising = result.diagnostics.get("step", {}).get("rising") or []
+    if rising:
+        info["curves rising with steps (law violated)"] = (f"{len(rising)}: {', '.join(rising[:12])}"
+                                                           + (" ..." if len(rising) > 12 else ""))
     missing = {"multiplier": "Not computed for this report.",
                "budget": "Not computed for this report (it refits the pipeline with each stage's uncertainty "
                          "switched off).",

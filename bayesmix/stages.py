@@ -50,6 +50,12 @@ class Stage:
     priors: dict
     labels: dict | None = None  # the law's own mixture labels -> the pipeline's
     law_name: str | None = None  # the law fitted, when it is not the stage's own (e.g. "anneal" for "step")
+    handoff: np.ndarray | None = None  # query points handed downstream (bool per point; None: all)
+
+    def handed_off(self) -> np.ndarray:
+        """Indices of the query points handed to the next stage."""
+        n = len(self.query.labels)
+        return np.arange(n) if self.handoff is None else np.flatnonzero(self.handoff)
 
     @property
     def law(self):
@@ -161,16 +167,28 @@ def step_stage(runs: pd.DataFrame, plan: Plan, *, min_step: int, evals, priors: 
     With schedules, each run is predicted under its own plan (or ``plan.target_schedule``);
     a run whose plan ends before the target step (a short run annealed early, kept to
     inform the annealing term) is fitted but not handed downstream
-    (:func:`calibration_runs`).
+    (:func:`calibration_runs`; ``Stage.handoff``).
     """
     law = get_law(plan.step_law)
     data = law.prepare(runs, min_step=min_step, evals=evals)
     options = {} if plan.target_schedule is None else {"schedule": plan.target_schedule}
     query = law.query(data, steps=[plan.target_step], **options)
     short = calibration_runs(runs, plan.target_step) if plan.step_law == "anneal" else set()
-    if short:
-        query = subset_query(query, ~query.labels["run"].astype(str).isin(short).to_numpy())
-    return Stage("step", data, query, np.arange(data.n_obs), priors, law_name=plan.step_law)
+    handoff = ~query.labels["run"].astype(str).isin(short).to_numpy() if short else None
+    return Stage("step", data, query, np.arange(data.n_obs), priors, law_name=plan.step_law, handoff=handoff)
+
+
+RISE_TOLERANCE = 0.01  # a curve "rises" when its last loss exceeds its lowest by more than this share
+
+
+def rising_curves(runs: pd.DataFrame, *, min_step: int) -> pd.DataFrame:
+    """(run, eval, lowest, last) of every curve whose loss at its last checkpoint exceeds its
+    lowest loss at or above ``min_step`` by more than ``RISE_TOLERANCE`` of it: a violation of
+    every step law here (e.g. an eval domain absent from training that gets worse)."""
+    rows = runs[runs["step"] >= min_step].sort_values("step")
+    g = rows.groupby(["run", "eval"], sort=True)["loss"]
+    table = pd.DataFrame({"lowest": g.min(), "last": g.last()}).reset_index()
+    return table[table["last"] > table["lowest"] * (1 + RISE_TOLERANCE)].reset_index(drop=True)
 
 
 def calibration_runs(runs: pd.DataFrame, target_step: int) -> set[str]:
@@ -178,13 +196,6 @@ def calibration_runs(runs: pd.DataFrame, target_step: int) -> set[str]:
     (empty otherwise): they inform the step law but are not runs of the target schedule."""
     short = {run for run, sched in run_schedules(runs).items() if sched.plan_steps < target_step}
     return short if short and len(short) < runs["run"].nunique() else set()
-
-
-def subset_query(query: Query, keep: np.ndarray) -> Query:
-    """The points of ``query`` where ``keep`` (points,) is True."""
-    arrays = {k: v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v
-              for k, v in query.arrays.items()}
-    return dataclasses.replace(query, arrays=arrays, labels=query.labels[keep].reset_index(drop=True))
 
 
 def observed_at_target(runs: pd.DataFrame, *, evals) -> tuple[pd.DataFrame, np.ndarray]:

@@ -96,6 +96,10 @@ def test_demo_end_to_end_on_the_bundled_table(tmp_path):
     assert {"uniform"} <= set(ranking["mixture"]) and ranking["mean"].is_monotonic_increasing
     runs = pd.read_parquet(paths["runs"])
     assert runs["run"].nunique() >= 16
+    text = report.read_text(encoding="utf-8")
+    truth = [line for line in lines if line.startswith("checked against real target-scale runs: ")]
+    assert len(truth) == 1 and "held-out target-scale runs lie inside their 90% interval" in truth[0]
+    assert "Checked against real target-scale runs" in text and "face-no-prose@1.2M" in text
 
 
 @pytest.mark.slow

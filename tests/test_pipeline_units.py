@@ -253,3 +253,18 @@ def test_warm_start_keeps_the_anchor_geometry():
         WarmStart(0.0, np.ones(2), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="positions"):
         WarmStart(1.0, np.ones(3), np.zeros((2, 2)))
+
+
+def test_rising_curves_are_named():
+    """A curve whose last loss is above its lowest by more than 1% is a law violation; noise below is not."""
+    import pandas as pd
+
+    steps = [100, 200, 400, 800]
+    rows = [{"run": run, "size": 10, "step": s, "eval": "x", "loss": loss, "mix.p": 1.0}
+            for run, losses in (("falls", (3.0, 2.5, 2.2, 2.1)), ("rises", (3.0, 2.5, 2.6, 2.7)),
+                                ("flat", (3.0, 2.5, 2.2, 2.21)))
+            for s, loss in zip(steps, losses)]
+    rising = st.rising_curves(pd.DataFrame(rows), min_step=100)
+    assert rising.to_dict(orient="records") == [{"run": "rises", "eval": "x", "lowest": 2.5, "last": 2.7}]
+    assert st.rising_curves(pd.DataFrame(rows), min_step=400).to_dict(orient="records") == [
+        {"run": "rises", "eval": "x", "lowest": 2.6, "last": 2.7}]

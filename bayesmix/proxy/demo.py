@@ -28,6 +28,13 @@ DEMO_ANNEAL_SUFFIX = "-anneal800"
 DEMO_TARGET_SETTINGS = dict(DEMO_SETTINGS, steps=2400)
 DEMO_TARGET_SIZE = "1.2M"
 DEMO_TARGET_PATH = Path(__file__).resolve().parents[1] / "data" / "demo_target_runs.parquet"
+#: The held-out target-scale mixtures: the uniform baseline, the domain-led ones (as in the
+#: fitted design) and mixtures on faces of the simplex that no fitted run visits.
+DEMO_TARGET_FACES = {
+    "face-no-prose": {"code": 0.05, "english": 0.0, "spanish": 0.0, "dictionary": 0.52, "tables": 0.43},
+    "face-no-code": {"code": 0.0, "english": 0.3, "spanish": 0.3, "dictionary": 0.2, "tables": 0.2},
+    "face-prose": {"code": 0.1, "english": 0.45, "spanish": 0.45, "dictionary": 0.0, "tables": 0.0},
+}
 
 
 def demo_runs() -> pd.DataFrame:
