@@ -43,6 +43,7 @@ import xarray as xr
 from bayesmix.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 from bayesmix.outputs import atomic_write
+from bayesmix.support import support_distance, trust_radius
 
 SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
             "diagnostics", "model", "data")
@@ -299,6 +300,7 @@ class Report:
     suggestions_note: str = ""
     truth: pd.DataFrame | None = None
     truth_note: str = ""
+    trust_region: bool = True
     figures: dict[str, list[EmbeddedFigure]] = dataclasses.field(default_factory=dict)
     settings: dict[str, object] = dataclasses.field(default_factory=dict)
     data_summary: pd.DataFrame | None = None
@@ -325,8 +327,28 @@ class Report:
 
     @property
     def best(self) -> pd.Series:
-        """The recommended mixture (first row of the ranking)."""
-        return self.ranking.iloc[0]
+        """The recommended mixture: the first row of the ranking inside the trust region of
+        the tried mixtures (``inside_support``, :mod:`bayesmix.support`) unless
+        ``trust_region`` is False or no row is inside; else the first row."""
+        table = self.ranking
+        if self.trust_region and "inside_support" in table and table["inside_support"].any():
+            return table[table["inside_support"].astype(bool)].iloc[0]
+        return table.iloc[0]
+
+    @property
+    def outside_note(self) -> str:
+        """Why the top-ranked mixture is not the recommended one (empty when it is)."""
+        top, best = self.ranking.iloc[0], self.best
+        if str(top["mixture"]) == str(best["mixture"]):
+            if "inside_support" in self.ranking and not bool(best["inside_support"]):
+                return (f"{best['mixture']} lies outside the trust region of the tried mixtures (distance "
+                        f"{best['distance']:.2f} > {self.ranking.attrs.get('trust_radius', float('nan')):.2f}): "
+                        "its prediction is an extrapolation.")
+            return ""
+        return (f"The lowest predicted loss, {top['mixture']} ({top['mean']:.4f}), lies outside the trust region of "
+                f"the tried mixtures (total-variation distance {top['distance']:.2f} to the nearest, beyond the "
+                f"design's widest gap {self.ranking.attrs.get('trust_radius', float('nan')):.2f}); it is not "
+                "recommended until a run near it confirms it.")
 
     def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110,
                    wide: bool = False) -> None:
@@ -396,13 +418,17 @@ def ranking_frame(report: Report) -> tuple[pd.DataFrame, list[str]]:
     out["P(beats base)"] = [_fmt_prob(v) for v in shown["p_beat"]]
     out["90th pct"] = [_fmt_loss(v) for v in shown["q90"]]
     out["CVaR 90%"] = [_fmt_loss(v) for v in shown["cvar"]]
+    if "distance" in shown:
+        out["distance to tried"] = [f"{v:.2f}" + ("" if inside else " (outside)")
+                                    for v, inside in zip(shown["distance"], shown["inside_support"])]
     others = [n for n in CRITERIA if n != report.rank_by and f"rank_{n}" in shown]
     if others:
         short = {"mean": "mean", "p_beat": "P", "q90": "q90", "cvar": "CVaR"}
         out[f"ranks by {' / '.join(short[n] for n in others)}"] = [
             " / ".join(str(int(row[f"rank_{n}"])) for n in others) for _, row in shown.iterrows()]
-    classes = ["best" if i == 0 else "baseline" if m == report.baseline else ""
-               for i, m in enumerate(shown["mixture"].astype(str))]
+    best = str(report.best["mixture"])
+    classes = ["best" if m == best else "baseline" if m == report.baseline else ""
+               for m in shown["mixture"].astype(str)]
     return out, classes
 
 
@@ -450,6 +476,8 @@ def _headline(report: Report) -> str:
     target = f" at {report.target}" if report.target else ""
     text = (f"Train on <b>{html.escape(str(best['mixture']))}</b>: predicted loss{html.escape(target)} "
             f"{best['mean']:.4f} ({pct}% interval {best['lower']:.4f}&ndash;{best['upper']:.4f})")
+    if report.outside_note:
+        text = html.escape(report.outside_note) + " " + text
     if report.caveat:
         text = f"<b>Not a confident recommendation:</b> {html.escape(report.caveat)} " + text
     if str(best["mixture"]) == report.baseline:
@@ -781,6 +809,11 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     table = rank(risk_table(overall, str(baseline_row["name"]), prob=prob), rank_by)
     table = table.merge(cands[["mixture", "source"]], on="mixture", how="left")
     table.attrs = dict(table.attrs)
+    tried = named[cols].drop_duplicates().to_numpy(float)
+    if len(tried) >= 2:
+        table["distance"] = support_distance(table[cols].to_numpy(float), tried)
+        table.attrs["trust_radius"] = trust_radius(tried)
+        table["inside_support"] = table["distance"] <= table.attrs["trust_radius"] + 1e-9
     shown = list(table["mixture"].astype(str).head(3))
     if str(baseline_row["name"]) not in shown:
         shown.append(str(baseline_row["name"]))

@@ -1,0 +1,35 @@
+"""How far a mixture lies from the mixtures already run, and the trust region they support.
+
+Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j|``
+(in [0, 1]: the share of tokens that must move to turn one mixture into the other).
+
+* ``support_distance(r, tried)``: each candidate's distance to its nearest tried mixture.
+* ``trust_radius(tried)``: the largest nearest-neighbour distance among the tried
+  mixtures, i.e. the widest gap the design itself leaves. A candidate within it is as
+  close to the data as the tried mixtures are to each other; one beyond it is an
+  extrapolation that the law's own posterior does not know to widen for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def total_variation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise total-variation distances: a (n, M), b (k, M) -> (n, k)."""
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    return 0.5 * np.abs(a[:, None, :] - b[None, :, :]).sum(axis=-1)
+
+
+def support_distance(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
+    """Distance of each candidate (n, M) to its nearest tried mixture (k, M): (n,)."""
+    return total_variation(candidates, tried).min(axis=1)
+
+
+def trust_radius(tried: np.ndarray) -> float:
+    """Largest nearest-neighbour distance among the tried mixtures (k >= 2, distinct)."""
+    d = total_variation(tried, tried)
+    np.fill_diagonal(d, np.inf)
+    if d.shape[0] < 2:
+        raise ValueError("a trust region needs at least two tried mixtures")
+    return float(d.min(axis=1).max())
