@@ -123,6 +123,23 @@ def simulated_table(*, seed: int = 0) -> pd.DataFrame:
     return table
 
 
+def train_at_target(mixtures: dict[str, dict[str, float]], *, settings: DemoSettings, workdir: Path,
+                    progress: bool | None = None) -> pd.DataFrame:
+    """Train ``mixtures`` (name -> mixture) at the target scale with the proxy trainer: the
+    demo's settings, planned for and stopped at the target step; returns their rows."""
+    from bayesmix.proxy.demo import DEMO_SETTINGS
+    from bayesmix.proxy.model import SIZES
+    from bayesmix.proxy.sweeps import sweep
+
+    params = target_parameters(settings.target_size)
+    names = [name for name, size in SIZES.items() if size.non_embedding_params == params]
+    if not names:
+        raise ValueError(f"no proxy model size has {params:,} non-embedding parameters: cannot verify there")
+    steps = int(settings.target_step)
+    return sweep(mixtures, names[:1], workdir=workdir, workers=settings.workers, threads=1, progress=progress,
+                 **dict(DEMO_SETTINGS, steps=steps, plan_steps=steps))
+
+
 def held_out_truth(settings: DemoSettings) -> pd.DataFrame | None:
     """The bundled held-out target-scale runs when ``settings`` target their scale, else None."""
     from bayesmix.proxy.demo import DEMO_TARGET_PATH, DEMO_TARGET_SETTINGS, DEMO_TARGET_SIZE, demo_target_runs
@@ -172,6 +189,8 @@ def run_demo(
     log: Callable[[str], None] = print,
     trainer: Callable[..., pd.DataFrame] | None = None,
     truth: pd.DataFrame | None = None,
+    verify: bool = False,
+    verifier: Callable[..., pd.DataFrame] | None = None,
 ) -> dict[str, Path]:
     """Run the main job and write its outputs under ``out``; returns their paths.
 
@@ -181,7 +200,9 @@ def run_demo(
     ``trainer`` replaces :func:`live_round` (same signature) for live rounds.
     ``truth``: held-out runs at the target scale to check the predictions against
     (default with the bundled table: its bundled target-scale runs, when the target
-    is theirs; :func:`held_out_truth`).
+    is theirs; :func:`held_out_truth`). ``verify``: also train the recommended mixture
+    and the baseline at the target scale (:func:`train_at_target`, or ``verifier`` with
+    its signature) and check the predictions against them too.
     """
     from bayesmix.report import report_from_pipeline, write_report
 
@@ -234,6 +255,20 @@ def run_demo(
                   "wall time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())})
     if suggestions is None:
         report.missing["suggestions"] = note
+    if verify:
+        t0 = time.perf_counter()
+        chosen = {"verify-recommended": report.best, f"verify-{baseline}": report.ranking.set_index(
+            report.ranking["mixture"].astype(str)).loc[report.baseline]}
+        mixtures = {name: {c[len(MIX_PREFIX):]: float(row[c]) for c in mix_columns(report.ranking)}
+                    for name, row in chosen.items()}
+        log(f"verifying: training {', '.join(mixtures)} at the target scale")
+        new = (verifier or train_at_target)(mixtures, settings=settings, workdir=out / "verify-work",
+                                            progress=progress)
+        truth = new if truth is None else pd.concat([truth, new], ignore_index=True)
+        from bayesmix.report import add_truth
+
+        add_truth(report, result, truth, prob=report.prob, seed=seed)
+        timings["verify"] = time.perf_counter() - t0
     report.rerun_hint = "Rerun with longer chains (bayesmix demo --thorough)"
     paths = {"report": write_report(report, out / "report.html")}
     timings["report"] = time.perf_counter() - t0

@@ -960,6 +960,7 @@ def add_truth(report: Report, result, runs: pd.DataFrame, *, prob: float, seed: 
     report.truth_note = truth_sentence(coverage_summary(truth), prob)
     shown = truth.copy()
     shown.attrs["prob"] = prob
+    report.figures.pop("truth", None)
     report.add_figure("truth", predicted_vs_observed(shown, title=None), "Predicted (mean and interval) against "
                       "observed loss of every held-out target-scale run, per eval domain and overall.", width=520)
 

@@ -133,9 +133,32 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
             rows.append(new)
         return pd.concat(rows, ignore_index=True)
 
+    verified = []
+
+    def verifier(mixtures, *, settings, workdir, progress=None):
+        """Stands in for training at the target: the bundled uniform@1.2M curve under each name."""
+        from bayesmix.proxy.demo import demo_target_runs
+
+        verified.append(dict(mixtures))
+        template = demo_target_runs().query("run == 'uniform@1.2M'")
+        parts = []
+        for name, mixture in mixtures.items():
+            part = template.assign(run=f"{name}@1.2M")
+            for d, p in mixture.items():
+                part[MIX_PREFIX + d] = p
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
     lines = []
     paths = demo.run_demo(tmp_path / "out", live=1, seed=0, settings=settings, runs=runs, progress=False,
-                          log=lines.append, trainer=trainer)
+                          log=lines.append, trainer=trainer, verify=True, verifier=verifier)
+    assert len(verified) == 1 and set(verified[0]) == {"verify-recommended", "verify-uniform"}
+    np.testing.assert_allclose(list(verified[0]["verify-uniform"].values()), 0.2)
+    text = paths["report"].read_text(encoding="utf-8")
+    assert "verify-recommended@1.2M" in text and "Checked against real target-scale runs" in text
+    assert any(line.startswith("checked against real target-scale runs: 2 of 2") or
+               line.startswith("checked against real target-scale runs: 1 of 2") or
+               line.startswith("checked against real target-scale runs: 0 of 2") for line in lines)
     assert [c[0] for c in calls] == [1] and calls[0][1].shape == (2, 5)
     np.testing.assert_allclose(calls[0][1].sum(axis=1), 1.0, atol=1e-9)
     table = pd.read_parquet(paths["runs"])

@@ -26,9 +26,32 @@ def test_demo_table_covers_mixtures_sizes_checkpoints_and_domains(runs):
     assert runs["size"].nunique() == 3
     per_run = runs.groupby("run")["step"].nunique()
     assert per_run.min() >= 8
-    assert runs["run"].nunique() == len(mixtures) * 3
+    annealed = runs["run"].str.contains("-anneal800@", regex=False)
+    assert runs.loc[~annealed, "run"].nunique() == len(mixtures) * 3
+    assert runs.loc[annealed, "run"].nunique() == 6 * 3  # uniform and the domain-led mixtures
     assert len(runs) == runs["run"].nunique() * per_run.iloc[0] * len(domains)
     assert (runs["tokens"] > 0).all()
+
+
+def test_demo_table_records_each_run_schedule(runs):
+    from bayesmix.schedule import has_schedule, run_schedules
+
+    assert has_schedule(runs)
+    plans = {run: s.plan_steps for run, s in run_schedules(runs).items()}
+    assert {p for r, p in plans.items() if "-anneal800@" in r} == {800}
+    assert {p for r, p in plans.items() if "-anneal800@" not in r} == {2400}
+    assert runs.groupby("run")["step"].max().eq(800).all()
+
+
+def test_held_out_target_runs_reach_the_target_and_are_not_fitted(runs):
+    from bayesmix.proxy.demo import DEMO_TARGET_FACES, demo_target_runs
+    from bayesmix.proxy.model import non_embedding_params
+
+    target = demo_target_runs()
+    assert target["run"].nunique() >= 8 and set(target["size"]) == {non_embedding_params("1.2M")}
+    assert target.groupby("run")["step"].max().eq(2400).all()
+    assert not set(target["run"]) & set(runs["run"])
+    assert {f"{name}@1.2M" for name in DEMO_TARGET_FACES} <= set(target["run"])
 
 
 def test_baseline_is_the_uniform_mixture_at_every_size(runs):

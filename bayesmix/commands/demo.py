@@ -39,6 +39,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--q", type=int, default=None, help="mixtures suggested per round (default 4)")
     p.add_argument("--workers", type=int, default=None, help="parallel training runs in live rounds (default 2)")
     p.add_argument("--thorough", action="store_true", help="sampler settings for a final answer (slower)")
+    p.add_argument("--verify", action="store_true",
+                   help="also train the recommended mixture and the baseline at the target scale with the proxy "
+                        "trainer and check the predictions against them (about 12 minutes per run on one CPU "
+                        "thread at 1.2M)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -76,5 +80,5 @@ def run(args) -> int:
 
         runs = read_runs(args.runs)
     run_demo(args.out, live=args.live, seed=args.seed, settings=settings, runs=runs, baseline=args.baseline,
-             progress=False if args.no_progress else None)
+             progress=False if args.no_progress else None, verify=args.verify)
     return 0
