@@ -40,7 +40,7 @@ import pandas as pd
 from bayesmix.data import RunTableError
 from bayesmix.laws.base import LawData, Query, pad_groups
 from bayesmix.laws.pointfit import multistart_fit
-from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
+from bayesmix.laws.powerlaw import curve_sites, likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.step import StepLaw
 from bayesmix.schedule import ANNEAL_MOMENTUM, Schedule, has_schedule, run_schedules
 
@@ -77,21 +77,11 @@ def annealing_model(data: dict, priors: dict, y=None):
     data: the power law's arrays (``x_scaled`` (n,) = x1, ``curve``, ``eval``, ``y_ref``
     (C,), ``n_evals``, ``loss_scale``) plus ``x_anneal`` (n,) = x2.
     """
-    n_curves = data["y_ref"].shape[0]
-    mu_f = numpyro.sample("floor_logit_mu", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
-    tau_f = numpyro.sample("floor_logit_tau", dist.HalfNormal(priors["floor_logit_tau"]))
-    mu_a = numpyro.sample("exponent_log_mu", dist.Normal(priors["exponent_log_loc"], priors["exponent_log_sd"]))
-    tau_a = numpyro.sample("exponent_log_tau", dist.HalfNormal(priors["exponent_log_tau"]))
+    level, floor, exponent = curve_sites(data, priors)
     mu_g = numpyro.sample("anneal_log_mu", dist.Normal(priors["anneal_log_loc"], priors["anneal_log_sd"]))
     tau_g = numpyro.sample("anneal_log_tau", dist.HalfNormal(priors["anneal_log_tau"]))
-    with numpyro.plate("curve", n_curves):
-        z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
-        u = numpyro.sample("floor_z", dist.Normal(0.0, 1.0))
-        v = numpyro.sample("exponent_z", dist.Normal(0.0, 1.0))
+    with numpyro.plate("curve", data["y_ref"].shape[0]):
         w = numpyro.sample("anneal_z", dist.Normal(0.0, 1.0))
-        level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * z))
-        floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(mu_f + tau_f * u))
-        exponent = numpyro.deterministic("exponent", jnp.exp(mu_a + tau_a * v))
         anneal = numpyro.deterministic("anneal", level * jnp.exp(mu_g + tau_g * w))
     sigma = noise_scale_site(data, priors, data["n_evals"])
     c = data["curve"]

@@ -56,12 +56,8 @@ def noise_scale_site(data: dict, priors: dict, n_evals: int):
         return numpyro.sample("sigma", dist.HalfNormal(priors["noise_scale"] * data["loss_scale"]))
 
 
-def power_law_model(data: dict, priors: dict, y=None):
-    """Hierarchical numpyro model of many power-law curves; see module docstring.
-
-    data: ``x_scaled`` (n,), ``curve`` (n,) int, ``eval`` (n,) int,
-    ``y_ref`` (C,), ``n_evals`` int, ``loss_scale`` float; optional ``meas_sd`` (n,).
-    """
+def curve_sites(data: dict, priors: dict):
+    """The curves' hierarchy of the module docstring: (level, floor, exponent), each (C,)."""
     n_curves = data["y_ref"].shape[0]
     mu_f = numpyro.sample("floor_logit_mu", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
     tau_f = numpyro.sample("floor_logit_tau", dist.HalfNormal(priors["floor_logit_tau"]))
@@ -74,6 +70,16 @@ def power_law_model(data: dict, priors: dict, y=None):
         level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * z))
         floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(mu_f + tau_f * u))
         exponent = numpyro.deterministic("exponent", jnp.exp(mu_a + tau_a * v))
+    return level, floor, exponent
+
+
+def power_law_model(data: dict, priors: dict, y=None):
+    """Hierarchical numpyro model of many power-law curves; see module docstring.
+
+    data: ``x_scaled`` (n,), ``curve`` (n,) int, ``eval`` (n,) int,
+    ``y_ref`` (C,), ``n_evals`` int, ``loss_scale`` float; optional ``meas_sd`` (n,).
+    """
+    level, floor, exponent = curve_sites(data, priors)
     sigma = noise_scale_site(data, priors, data["n_evals"])
     c = data["curve"]
     mu = power_law_mean(data["x_scaled"], level[c], floor[c], exponent[c])
