@@ -42,11 +42,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bayesmix.batched import RHAT_POOLED_MAX, LaneConfig, LaneSamples
+from bayesmix.backtest import fit_discrepancy
 from bayesmix.data import validate_runs
+from bayesmix.discrepancy import Discrepancy
 from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning
 from bayesmix.fit import labelled_draws, student_t_noise, summarise_draws
 from bayesmix.lanenoise import lane_ratios, shrink_by_lane, shrink_predictions
 from bayesmix.laws import resolve_priors
+from bayesmix.laws.mixing import OVERALL
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.progress import progress_enabled
 from bayesmix.schedule import Schedule
@@ -89,7 +92,9 @@ class Pipeline:
     ``weights``: eval weights of the overall loss. ``target_schedule``: the target
     run's learning-rate schedule (:class:`bayesmix.schedule.Schedule`; ``None``: each
     proxy run's own plan), used by the schedule-aware step law when the runs record
-    their schedules.
+    their schedules. ``discrepancy``: replay each stage's extrapolation inside the data and
+    carry the misses' bias and spread into every target-scale prediction
+    (:mod:`bayesmix.backtest`, :mod:`bayesmix.discrepancy`); off gives the laws' own posterior.
     """
 
     target_size: int | None = None
@@ -108,6 +113,7 @@ class Pipeline:
     boot_starts: int = 4
     strict: bool = False
     progress: bool | None = None
+    discrepancy: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -159,7 +165,9 @@ class PipelineResult:
     stage; ``point``: the mixing law's point fit; ``lane_ratio`` (D, E): in draws
     mode, the ratio by which each mixing lane's predictions are brought to the
     stage's own noise (:mod:`bayesmix.lanenoise`; applied in :meth:`predict` and
-    :meth:`loss_fn`).
+    :meth:`loss_fn`). ``discrepancy``: the backtest-calibrated extrapolation discrepancy of
+    the overall loss (:class:`bayesmix.discrepancy.Discrepancy`; ``None`` when switched off),
+    added in :meth:`predict` and :meth:`loss_fn` unless asked not to.
     """
 
     pipeline: Pipeline
@@ -174,6 +182,7 @@ class PipelineResult:
     point: dict[str, np.ndarray]
     seed: int
     lane_ratio: np.ndarray | None = None
+    discrepancy: Discrepancy | None = None
 
     @property
     def mode(self) -> str:
@@ -198,13 +207,16 @@ class PipelineResult:
         return labels[cols].drop_duplicates("mixture").reset_index(drop=True)
 
     def predict(self, mixtures=None, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
-                seed: int = 0):
+                seed: int = 0, discrepancy: bool = True):
         """Loss at the target scale for ``mixtures`` (default: the observed ones).
 
         Returns a DataFrame (mixture, eval, mix.*, mean, sd, lower, upper) with the
         central ``prob`` interval, or with ``draws=True`` an ``xr.DataArray``
         (draw, point). ``eval`` includes ``overall`` (weighted) when there are
-        several eval domains. ``kind="observation"`` adds the mixing law's noise.
+        several eval domains. ``kind="observation"`` adds the mixing law's noise;
+        ``discrepancy`` (when the pipeline has one) adds the backtest-calibrated
+        extrapolation discrepancy delta(r) to the overall loss, and delta / sum_e w_e to
+        each eval domain so that the weighted sum stays the overall.
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -217,8 +229,18 @@ class PipelineResult:
             if kind == "observation":
                 scale = stage.law.noise_scale(self.params, query, stage.data.meta)
                 values = values + scale * student_t_noise(stage.priors["student_df"], values.shape, seed)
+        if discrepancy and self.discrepancy is not None:
+            values = values + self._delta(query, values.shape[0])
         array = labelled_draws(values, query.labels)
         return array if draws else summarise_draws(array, prob)
+
+    def _delta(self, query, n_draws: int) -> np.ndarray:
+        """The discrepancy at every point of a mixing-law query: (draws, points)."""
+        meta = self.stages["mix"].data.meta
+        r = query.arrays["r_centered"] + np.asarray(meta["r0"])
+        delta = self.discrepancy.draws(r, n_draws)  # (draws, mixtures)
+        per = np.where(np.asarray(query.evals) == OVERALL, 1.0, 1.0 / float(np.sum(meta["weights"])))
+        return (delta[:, :, None] * per[None, None, :]).reshape(n_draws, -1)
 
     def predict_point(self, mixtures=None) -> pd.DataFrame:
         """The mixing law's point-fit prediction chained from the stages' means: labels + ``point``."""
@@ -230,13 +252,14 @@ class PipelineResult:
                                                query)[0]
         return labels
 
-    def loss_fn(self, eval: str | None = None, *, max_draws: int = 2000, seed: int = 0):
+    def loss_fn(self, eval: str | None = None, *, max_draws: int = 2000, seed: int = 0, discrepancy: bool = True):
         """A JAX function ``f(r (n, M)) -> (draws, n)``: draws of the target-scale loss
         of ``eval`` (default the overall loss) at mixtures r, over at most
-        ``max_draws`` posterior draws (for the optimiser in :mod:`bayesmix.decide`)."""
+        ``max_draws`` posterior draws (for the optimiser in :mod:`bayesmix.decide`),
+        with the discrepancy as in :meth:`predict`."""
         import jax.numpy as jnp
 
-        from bayesmix.laws.mixing import OVERALL, m4_mean
+        from bayesmix.laws.mixing import m4_mean
 
         evals = self.evals
         eval = OVERALL if eval is None and len(evals) > 1 else (eval or evals[0])
@@ -252,12 +275,16 @@ class PipelineResult:
         pick = None if eval == OVERALL else evals.index(eval)
         ratio = None if self.lane_ratio is None else jnp.asarray(self.lane_ratio)
         lanes = jnp.asarray(self.lane_of_draw[idx])
+        delta = (self.discrepancy.jax_fn(n, idx) if discrepancy and self.discrepancy is not None
+                 else (lambda r: 0.0))
+        per = 1.0 if pick is None else 1.0 / float(np.sum(self.stages["mix"].data.meta["weights"]))
 
         def f(r):
             per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
             if ratio is not None:
                 per_eval = shrink_by_lane(per_eval, lanes, ratio[:, None, :], ratio.shape[0])
-            return per_eval @ w if pick is None else per_eval[..., pick]
+            mean = per_eval @ w if pick is None else per_eval[..., pick]
+            return mean + per * delta(r)
 
         return f
 
@@ -486,8 +513,33 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     seconds["mix"] = time.perf_counter() - t0
     bar.update()
     bar.close()
+    discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up.labels, up.values.mean(axis=0), unit),
+                                       priors, diagnostics, seconds, seed=seed + 3)
     return PipelineResult(pipeline, plan, stages, outputs, params, lane_of_draw, step_shape, diagnostics, seconds,
-                          point, seed, ratio)
+                          point, seed, ratio, discrepancy)
+
+
+def backtest_discrepancy(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, stages: dict[str, st.Stage],
+                         mix_input: tuple[pd.DataFrame, np.ndarray, str], priors: dict, diagnostics: dict,
+                         seconds: dict, *, seed: int) -> Discrepancy | None:
+    """The stages' backtests and the discrepancy they calibrate (``None`` when the pipeline
+    has it switched off); its table goes into ``diagnostics["discrepancy"]``, its time into
+    ``seconds["backtest"]``."""
+    if not pipeline.discrepancy:
+        return None
+    t0 = time.perf_counter()
+    mix = stages["mix"]
+    labels, _, unit = mix_input
+    tried = labels.drop_duplicates(unit)[mix_columns(labels)].to_numpy(float)
+    handed = (None if "step" not in stages else
+              stages["step"].query.labels.iloc[stages["step"].handed_off()]["run"].astype(str).unique().tolist())
+    discrepancy = fit_discrepancy(runs, plan, mix_input, tried=tried,
+                                  weights=dict(zip(mix.data.coords["eval"], mix.data.meta["weights"])),
+                                  priors=priors, min_step=pipeline.min_step, evals=pipeline.evals,
+                                  handed_off_runs=handed, seed=seed)
+    diagnostics["discrepancy"] = discrepancy.table().to_dict(orient="records")
+    seconds["backtest"] = time.perf_counter() - t0
+    return discrepancy
 
 
 def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *, seed: int,
@@ -551,4 +603,4 @@ def predictive_variance(result: PipelineResult, evals=None) -> pd.Series:
     return table if evals is None else table.loc[list(evals)]
 
 
-__all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput", "predictive_variance"]
+__all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput", "backtest_discrepancy", "predictive_variance"]

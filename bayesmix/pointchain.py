@@ -48,7 +48,8 @@ def _bootstrap_stage(stage: st.Stage, y_point: np.ndarray, inputs_b: np.ndarray 
 
 def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
     """The ``point`` mode of :class:`bayesmix.pipeline.Pipeline`."""
-    from bayesmix.pipeline import PipelineResult, StageOutput, _summary, step_labels, step_shape_from
+    from bayesmix.pipeline import (PipelineResult, StageOutput, _summary, backtest_discrepancy, step_labels,
+                                   step_shape_from)
 
     rng = np.random.default_rng(seed)
     B = int(pipeline.n_draws)
@@ -101,5 +102,7 @@ def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
         seconds["mix"] = time.perf_counter() - t0
     for name in stages:
         diagnostics[name] = {"lanes": B, "lane": "bootstrap resample", "fail_fraction": 0.0}
+    discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up_labels, up_point, unit), priors,
+                                       diagnostics, seconds, seed=seed + 3)
     return PipelineResult(pipeline, plan, stages, outputs, boot, np.arange(B), step_shape, diagnostics, seconds,
-                          point, seed)
+                          point, seed, discrepancy=discrepancy)

@@ -65,9 +65,11 @@ def test_draws_intervals_contain_the_target_scale_truth(campaign, draws_result):
     assert inside[overall].mean() >= 0.75
     assert set(draws_result.stages) == {"step", "size", "mix"}
     assert draws_result.n_draws_total == 16 * 2 * 50
-    # negative control: the truth of another (farther) scale is excluded for most mixtures
+    # negative control: the truth of another (farther) scale is excluded for most mixtures by the
+    # laws' own posterior (the backtest discrepancy is checked on its own below)
+    own = draws_result.predict(prob=0.9, discrepancy=False)
     wrong = truth + 0.5
-    assert ((table["lower"] <= wrong) & (wrong <= table["upper"])).mean() <= 0.1
+    assert ((own["lower"] <= wrong) & (wrong <= own["upper"])).mean() <= 0.1
 
 
 @pytest.mark.slow
@@ -135,6 +137,43 @@ def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result)
     opt_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
     assert opt_mean <= best_observed + 1e-6
     assert "prob_beats" in table
+
+
+def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campaign, point_result):
+    law, runs = campaign
+    disc = point_result.discrepancy
+    table = disc.table().set_index("stage")
+    assert list(table.index) == ["step", "size", "mix"]
+    assert table.loc["step", "backtests"] == runs["run"].nunique()  # every curve's first half -> its last step
+    assert table.loc["mix", "backtests"] == 8  # every mixture left out once
+    assert table.loc["size", "source"] == "step"  # three sizes: nothing to replay, the step stage lends its spread
+    assert table.loc["step", "target_distance"] == pytest.approx(np.log(TARGET_STEP / 30000))
+    assert table.loc["size", "target_distance"] == pytest.approx(np.log(TARGET_SIZE / 2e7))
+    # drawn from the law itself: the step backtests (4 checkpoints -> a step 3.9x later) miss by little and
+    # find no bias; a mixing-law blow-up far from the rest is clipped to the data's widened range
+    assert table.loc["step", "max_abs_miss"] < 0.1 and abs(table.loc["step", "bias_median"]) < 0.02
+    misses = disc.backtests["mix"].misses
+    observed = misses["observed"]
+    assert misses["predicted"].between(2 * observed.min() - observed.max(), 2 * observed.max() - observed.min()).all()
+    with_ = point_result.predict(draws=True)
+    without = point_result.predict(draws=True, discrepancy=False)
+    overall = (with_["eval"] == "overall").to_numpy()
+    r = point_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    delta = disc.draws(r, point_result.n_draws_total)
+    assert np.allclose((with_ - without).to_numpy()[:, overall], delta)
+    per_eval = (with_ - without).to_numpy()[:, ~overall].reshape(delta.shape[0], len(r), -1)
+    assert np.allclose(per_eval, delta[:, :, None] / np.sum(law.weights))  # the weighted sum stays the overall
+    f = point_result.loss_fn()
+    assert np.allclose(np.asarray(f(r)), with_.to_numpy()[:, overall])
+    assert np.allclose(np.asarray(point_result.loss_fn(discrepancy=False)(r)), without.to_numpy()[:, overall])
+
+
+def test_the_discrepancy_can_be_switched_off(campaign):
+    _, runs = campaign
+    result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=4,
+                      discrepancy=False).fit(runs, seed=0)
+    assert result.discrepancy is None and "backtest" not in result.seconds
+    assert "discrepancy" not in result.diagnostics
 
 
 def test_single_scale_table_is_just_the_mixing_law(campaign):
