@@ -277,7 +277,8 @@ class Report:
     ``per_eval`` (mixture, eval, mean, lower, upper), ``multiplier`` (mixture,
     median, lower, upper[, prob_above_1]), ``budget`` (eval, stage, share) with ``budget_advice``,
     ``suggestions`` (mix.* plus any columns), ``truth`` (held-out target-scale runs observed
-    against predicted: :func:`bayesmix.verify.target_truth`) with ``truth_note``. ``diagnostics``: one row per fitted
+    against predicted: :func:`bayesmix.verify.target_truth`) with ``truth_note``, ``backtest`` (one row per stage
+    replayed: :meth:`bayesmix.discrepancy.Discrepancy.table`). ``diagnostics``: one row per fitted
     part (``part``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``,
     ``divergences``, ``ok``, ``problems``). ``figures``: section -> embedded
     figures. ``settings``: label -> value, in order. ``data_summary``: a small
@@ -300,6 +301,7 @@ class Report:
     suggestions_note: str = ""
     truth: pd.DataFrame | None = None
     truth_note: str = ""
+    backtest: pd.DataFrame | None = None
     trust_region: bool = True
     figures: dict[str, list[EmbeddedFigure]] = dataclasses.field(default_factory=dict)
     settings: dict[str, object] = dataclasses.field(default_factory=dict)
@@ -580,6 +582,8 @@ def render_html(report: Report) -> str:
         "truth_table": safe(_table(_truth_frame(report.truth, report.prob)))
         if report.truth is not None and len(report.truth) else None,
         "truth_note": report.truth_note,
+        "backtest_table": safe(_table(_backtest_frame(report.backtest, report.prob)))
+        if report.backtest is not None and len(report.backtest) else None,
         "diagnostics_table": safe(_table(diag, raw=["status"])),
         "data_table": safe(_table(report.data_summary)) if report.data_summary is not None else None,
         "settings": [(k, str(v)) for k, v in report.settings.items()],
@@ -610,6 +614,33 @@ def render_html(report: Report) -> str:
     if report.suggestions is not None and len(report.suggestions):
         context["suggestions_table"] = safe(_table(_suggestions_frame(report.suggestions)))
     return _environment().get_template("report.html.j2").render(**context)
+
+
+STAGE_REPLAY = {"step": "first half of each curve → its last checkpoint",
+                "size": "smaller sizes → the next size", "mix": "all mixtures but one → that one"}
+
+
+def _backtest_frame(table: pd.DataFrame, prob: float) -> pd.DataFrame:
+    """The discrepancy table (:meth:`bayesmix.discrepancy.Discrepancy.table`) as shown."""
+    pct = round(100 * prob)
+
+    def per_unit(row, name):
+        return "" if pd.isna(row[name]) else f"{row[name]:+.3f}" if name == "bias_median" else f"{row[name]:.3f}"
+
+    rows = []
+    for _, row in table.iterrows():
+        source = {"backtests": f"{int(row['backtests'])} backtests", "prior": "prior (nothing to replay)"}.get(
+            row["source"], f"borrowed from {row['source']}")
+        at_target = ("per mixture (grows with its distance)" if pd.isna(row["target_distance"]) else
+                     f"{row['target_mean']:+.3f} ± {row['target_sd']:.3f} at {row['target_distance']:.2f}")
+        coverage = ("" if pd.isna(row["coverage_with"]) else
+                    f"{row['coverage_without']:.0%} → {row['coverage_with']:.0%}")
+        rows.append({"stage": row["stage"], "replayed": STAGE_REPLAY.get(row["stage"], ""), "from": source,
+                     "distance": row["distance"], "largest miss": "" if pd.isna(row["max_abs_miss"])
+                     else f"{row['max_abs_miss']:.3f}", "bias / unit": per_unit(row, "bias_median"),
+                     "spread / unit": per_unit(row, "k_median"), "at the target (mean ± sd)": at_target,
+                     f"{pct}% coverage (law alone → with discrepancy)": coverage})
+    return pd.DataFrame(rows)
 
 
 def _truth_frame(truth: pd.DataFrame, prob: float) -> pd.DataFrame:
@@ -942,6 +973,8 @@ def report_from_pipeline(
                                             "has no step law to measure the multiplier with.")
     if truth is not None:
         add_truth(report, result, truth, prob=prob, seed=seed)
+    if result.discrepancy is not None:
+        report.backtest = result.discrepancy.table(prob)
     params = {k: result.params[k] for k in ("level", "floor", "t", "sigma") if k in result.params}
     mix = result.stages["mix"]
     surface = _loss_surface_fn(params, mix.law, mix.data, seed=seed)

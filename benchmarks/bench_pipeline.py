@@ -9,12 +9,15 @@
   range of published fits, see ``NestedLaw.random``); empirical coverage of the
   50% and 90% intervals of the target-scale loss (every mixture x eval domain
   and the overall loss) for ``draws``, ``moments`` and the bootstrap of the
-  point chain (``point``), with MAE and interval width. Baseline: ``point``.
+  point chain (``point``), with MAE and interval width, each with the backtest
+  discrepancy (as shipped) and without it (the laws' own posterior, same fit).
+  Baseline: ``point`` (or the last mode run, with ``--modes``).
 * gemstones: real training curves (McLeish et al. 2025). Step law on each run's
   checkpoints up to 25% of training, predicting its final loss (all runs); size
   law over the models below 200M parameters at the final step, predicting the
   final loss of the larger models. Draws propagation vs the point chain's
-  bootstrap (same number of resamples) and moments.
+  bootstrap (same number of resamples) and moments; the step task also with the
+  step backtest's discrepancy added.
 * speed: wall time of the whole pipeline with D draws on a 20 mixtures x 4 sizes
   x 10 checkpoints x 5 eval domains table, cold (tracing and compilation
   included) and warm (same shapes again), against the bootstrap of the point
@@ -93,21 +96,23 @@ def part_calibration(args) -> dict:
     rows = []
     for c in range(args.first_campaign, args.first_campaign + args.campaigns):
         law, runs = campaign(100 + c, n_mix=12, n_domains=4, n_evals=3, sizes=[2e6, 6e6, 2e7], n_steps=10)
-        for mode in MODES:
+        for mode in args.modes:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = pipeline_for(mode, args.draws).fit(runs, seed=c)
             seconds = time.perf_counter() - t0
-            draws = result.predict(draws=True)
-            rows.append({"campaign": c, "mode": mode, "seconds": seconds, **interval_stats(draws.to_numpy(),
-                         target_truth(law, draws)), **worst_diagnostics(result)})
-            print(f"campaign {c} {mode}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[-1].items()
-                                                        if isinstance(v, float)), flush=True)
+            for label, discrepancy in ((mode, True), (f"{mode}, no discrepancy", False)):
+                draws = result.predict(draws=True, discrepancy=discrepancy)
+                rows.append({"campaign": c, "mode": label, "seconds": seconds,
+                             **interval_stats(draws.to_numpy(), target_truth(law, draws)), **worst_diagnostics(result)})
+                print(f"campaign {c} {label}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[-1].items()
+                                                            if isinstance(v, float)), flush=True)
     frame = pd.DataFrame(rows)
     summary = frame.groupby("mode", sort=False).mean(numeric_only=True).drop(columns="campaign").reset_index()
-    point = summary.set_index("mode").loc["point"]
-    summary["width_vs_point"] = summary["width90"] / point["width90"]
+    base = summary.set_index("mode")["width90"]
+    base = base.get("point", base.iloc[-1])
+    summary["width_vs_point"] = summary["width90"] / base
     summary["cov90_gap"] = summary["cov90"] - 0.9
     summary["cov50_gap"] = summary["cov50"] - 0.5
     table = markdown_table(summary.to_dict(orient="records"),
@@ -126,6 +131,21 @@ def gemstones_table(path: Path) -> pd.DataFrame:
                          MIX_PREFIX + "all": 1.0})
 
 
+def step_discrepancy(early: pd.DataFrame, plan, min_step: int, final_step: int, n: int) -> np.ndarray:
+    """Draws (n, 1) of the step stage's backtest discrepancy (:mod:`bayesmix.backtest`: the first
+    half of each early curve -> its last early checkpoint) at the distance log(final / last early)."""
+    from bayesmix.backtest import step_backtest
+    from bayesmix.discrepancy import Discrepancy
+
+    last = early.groupby("run")["step"].max()
+    level = float(early.loc[early["step"] == early["run"].map(last), "loss"].median())
+    bt = step_backtest(early, plan, min_step=min_step, evals=None, priors=resolve_priors("step"),
+                       weights={"train": 1.0}, level=level, seed=0, n_starts=16)
+    disc = Discrepancy.build({"step": bt}, {"step": float(np.log(final_step / last.min()))}, np.ones((1, 1)), seed=0)
+    print(disc.table().to_string(), flush=True)
+    return disc.draws(np.ones((1, 1)), n)
+
+
 def part_gemstones(args) -> dict:
     path = Path(args.anchors) / "gemstones" / "training_curves.jsonl"
     if not path.is_file():
@@ -138,7 +158,7 @@ def part_gemstones(args) -> dict:
     plan = st.Plan(step=True, size=True, target_step=final_step, target_size=small_cut)
     priors = {n: resolve_priors(n) for n in ("step", "size")}
     rows = []
-    for mode in MODES:
+    for mode in args.modes:
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         pipeline = dataclasses.replace(pipeline_for(mode if mode != "point" else "draws", args.draws),
@@ -157,6 +177,9 @@ def part_gemstones(args) -> dict:
         truth1 = final.loc[labels["run"]].to_numpy()
         rows.append({"mode": mode, "task": "step: 25% -> final, all runs", "n": len(truth1),
                      **interval_stats(pred1, truth1)})
+        rows.append({"mode": mode, "task": "step: 25% -> final, with the backtest discrepancy", "n": len(truth1),
+                     **interval_stats(pred1 + step_discrepancy(early, plan, args.min_step, final_step, pred1.shape[0]),
+                                      truth1)})
         # size law over the small models at the final step -> larger models
         small = (labels["size"] < small_cut).to_numpy()
         if mode == "point":
@@ -224,6 +247,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["calibration", "gemstones", "speed", "all"], default="all")
     parser.add_argument("--anchors", default=str(DEFAULT_ANCHORS), help="folder of the public anchor tables")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="propagation modes compared (calibration, gemstones)")
     parser.add_argument("--campaigns", type=int, default=20, help="simulated campaigns (calibration)")
     parser.add_argument("--first-campaign", type=int, default=0,
                         help="index of the first campaign (to split the calibration across processes)")
