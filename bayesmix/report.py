@@ -43,7 +43,7 @@ import xarray as xr
 from bayesmix.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 from bayesmix.outputs import atomic_write
-from bayesmix.support import support_distance, trust_radius
+from bayesmix.support import outside_range, support_distance, trust_radius
 
 SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
             "diagnostics", "model", "data")
@@ -337,20 +337,30 @@ class Report:
             return table[table["inside_support"].astype(bool)].iloc[0]
         return table.iloc[0]
 
+    def _why_outside(self, row: pd.Series) -> str:
+        """Why a ranked mixture lies outside the trust region, in words."""
+        radius = self.ranking.attrs.get("trust_radius", float("nan"))
+        reasons = []
+        if row["distance"] > radius + 1e-9:
+            reasons.append(f"total-variation distance {row['distance']:.2f} to the nearest tried mixture, beyond the "
+                           f"design's widest gap {radius:.2f}")
+        if str(row.get("outside_range", "") or ""):
+            reasons.append(f"its share of {row['outside_range']} lies outside the range the tried mixtures span "
+                           "(a domain cut below every tried share can get worse with training, which no run saw)")
+        return "; ".join(reasons) or "outside the trust region"
+
     @property
     def outside_note(self) -> str:
         """Why the top-ranked mixture is not the recommended one (empty when it is)."""
         top, best = self.ranking.iloc[0], self.best
         if str(top["mixture"]) == str(best["mixture"]):
             if "inside_support" in self.ranking and not bool(best["inside_support"]):
-                return (f"{best['mixture']} lies outside the trust region of the tried mixtures (distance "
-                        f"{best['distance']:.2f} > {self.ranking.attrs.get('trust_radius', float('nan')):.2f}): "
-                        "its prediction is an extrapolation.")
+                return (f"{best['mixture']} lies outside the trust region of the tried mixtures "
+                        f"({self._why_outside(best)}): its prediction is an extrapolation.")
             return ""
         return (f"The lowest predicted loss, {top['mixture']} ({top['mean']:.4f}), lies outside the trust region of "
-                f"the tried mixtures (total-variation distance {top['distance']:.2f} to the nearest, beyond the "
-                f"design's widest gap {self.ranking.attrs.get('trust_radius', float('nan')):.2f}); it is not "
-                "recommended until a run near it confirms it.")
+                f"the tried mixtures ({self._why_outside(top)}); it is not recommended until a run near it "
+                "confirms it.")
 
     def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110,
                    wide: bool = False) -> None:
@@ -844,7 +854,9 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     if len(tried) >= 2:
         table["distance"] = support_distance(table[cols].to_numpy(float), tried)
         table.attrs["trust_radius"] = trust_radius(tried)
-        table["inside_support"] = table["distance"] <= table.attrs["trust_radius"] + 1e-9
+        beyond = outside_range(table[cols].to_numpy(float), tried)
+        table["outside_range"] = [", ".join(d for d, b in zip(domains, row) if b) for row in beyond]
+        table["inside_support"] = (table["distance"] <= table.attrs["trust_radius"] + 1e-9) & ~beyond.any(axis=1)
     shown = list(table["mixture"].astype(str).head(3))
     if str(baseline_row["name"]) not in shown:
         shown.append(str(baseline_row["name"]))

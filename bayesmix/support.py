@@ -8,6 +8,11 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
   mixtures, i.e. the widest gap the design itself leaves. A candidate within it is as
   close to the data as the tried mixtures are to each other; one beyond it is an
   extrapolation that the law's own posterior does not know to widen for.
+* ``outside_range(r, tried)``: the domains whose share in a candidate lies outside the range
+  the tried mixtures span (below the smallest or above the largest share any tried mixture
+  gave it). A domain cut below every tried share (to zero, on a face of the simplex) is an
+  extrapolation no distance shows: a domain left out of training can get worse as training
+  goes on, which no run near the candidate has seen.
 """
 
 from __future__ import annotations
@@ -33,3 +38,14 @@ def trust_radius(tried: np.ndarray) -> float:
     if d.shape[0] < 2:
         raise ValueError("a trust region needs at least two tried mixtures")
     return float(d.min(axis=1).max())
+
+
+RANGE_TOLERANCE = 1e-6
+
+
+def outside_range(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
+    """Per candidate (n, M) and domain, whether its share lies outside [min, max] of the tried
+    shares (k, M) of that domain (beyond ``RANGE_TOLERANCE``): (n, M) bool."""
+    candidates, tried = np.atleast_2d(np.asarray(candidates, float)), np.atleast_2d(np.asarray(tried, float))
+    lo, hi = tried.min(axis=0), tried.max(axis=0)
+    return (candidates < lo - RANGE_TOLERANCE) | (candidates > hi + RANGE_TOLERANCE)

@@ -211,6 +211,28 @@ def test_report_html_has_every_section_and_embeds_its_images():
     assert "log_ei" in text
 
 
+def test_report_shows_the_backtests_with_their_numbers():
+    from bayesmix.discrepancy import Backtest, Discrepancy
+
+    misses = pd.DataFrame({"unit": ["a", "b", "c"], "distance": [0.7, 0.7, 0.7], "predicted": [2.0, 2.1, 2.2],
+                           "observed": [1.9, 2.0, 2.15]})
+    misses["miss"] = misses["observed"] - misses["predicted"]
+    step = Backtest("step", misses, 0.01, prior_scale=0.05)
+    empty = Backtest("size", misses.iloc[:0], 0.0, prior_scale=0.05)
+    tried = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    disc = Discrepancy.build({"step": step, "size": empty}, {"step": 1.1, "size": 0.98}, tried, seed=0)
+    report = toy_report(failed=False)
+    report.backtest = disc.table(0.9)
+    text = rp.render_html(report)
+    assert "backtest" in parse(text).ids and "Extrapolation backtests" in text
+    row = report.backtest.set_index("stage").loc["step"]
+    assert f"{row['max_abs_miss']:.3f}" == "0.100" and "0.100" in text
+    assert f"{row['target_mean']:+.3f} ± {row['target_sd']:.3f} at 1.10" in text
+    assert "3 backtests" in text and "borrowed from step" in text
+    assert f"{row['coverage_without']:.0%} → {row['coverage_with']:.0%}" in text
+    assert "Extrapolation backtests" not in rp.render_html(toy_report(failed=False))
+
+
 def test_report_html_without_failures_or_optional_parts():
     report = toy_report(failed=False, with_optional=False)
     report.missing["multiplier"] = "Not available: no step law."
@@ -321,3 +343,33 @@ def test_report_cli(small_fit, tmp_path, capsys):
     assert "unknown baseline 'nonesuch'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.nc"), "--out", str(out)]) == 2
     assert main(["report", str(path), "--out", str(out), "--top", "0"]) == 2
+
+
+def test_a_mixture_outside_the_trust_region_is_flagged_and_not_recommended():
+    """The lowest prediction sits on a face the tried mixtures never reach (code cut to zero):
+    it is ranked first, not recommended, and the headline says why."""
+    domains = ["code", "web", "books"]
+    cols = [f"mix.{d}" for d in domains]
+    named = pd.DataFrame({"mixture": ["m0", "m1", "m2"], "name": ["uniform", "code-led", "web-led"],
+                          "mix.code": [1 / 3, 0.6, 0.2], "mix.web": [1 / 3, 0.2, 0.6], "mix.books": [1 / 3, 0.2, 0.2]})
+    face = pd.DataFrame({"mixture": ["face"], "source": ["given"], "mix.code": [0.0], "mix.web": [0.5],
+                         "mix.books": [0.5]})
+
+    def predict_draws(mixtures):  # the face is predicted lowest, code-led next
+        rng = np.random.default_rng(0)
+        mean = np.where(mixtures["mixture"] == "face", 2.0, 3.0 - mixtures["mix.code"].to_numpy())
+        draws = draws_of(mixtures["mixture"], mean + 0.01 * rng.standard_normal((200, len(mixtures))))
+        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
+
+    report, _ = rp._assemble(
+        title="t", baseline_row=named.iloc[0], named=named, domains=domains, predict_draws=predict_draws,
+        rank_by="mean", prob=0.9, top=5, seed=0, n_random=0, candidates=face, suggestions=None,
+        suggestions_note="", budget=None, budget_advice=None, multiplier=None, missing={},
+        diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]), settings={}, summary=None, target="")
+    top = report.ranking.iloc[0]
+    assert top["mixture"] == "face" and top["outside_range"] == "code, books" and not top["inside_support"]
+    assert report.best["mixture"] == "code-led"
+    assert "its share of code, books lies outside the range the tried mixtures span" in report.outside_note
+    assert "(outside)" in rp.render_html(report)
+    report.trust_region = False  # overridable
+    assert report.best["mixture"] == "face"

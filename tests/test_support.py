@@ -24,3 +24,13 @@ def test_support_distance_and_radius():
 def test_radius_needs_two_mixtures():
     with pytest.raises(ValueError, match="at least two tried mixtures"):
         trust_radius(TRIED[:1])
+
+
+def test_outside_range_names_domains_cut_below_or_raised_above_every_tried_share():
+    from bayesmix.support import outside_range
+
+    # tried shares span domain 0: [0.5, 1], domain 1: [0, 0.5], domain 2: [0, 0.25]
+    beyond = outside_range(np.array([[0.6, 0.3, 0.1], [0.4, 0.3, 0.3], [0.75, 0.25, 0.0]]), TRIED)
+    assert beyond.tolist() == [[False, False, False], [True, False, True], [False, False, False]]
+    # a face the tried mixtures never reach: domain 0 cut to zero, below its smallest tried share 0.5
+    assert outside_range(np.array([[0.0, 0.5, 0.5]]), TRIED)[0, 0]
