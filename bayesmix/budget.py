@@ -14,6 +14,11 @@ mixtures (averaged over mixtures, for the overall loss or one eval domain):
 Differences below zero (Monte Carlo noise) are set to zero and the shares
 renormalised, so they are non-negative and sum to one. A skipped stage has
 share zero. The recommendation names the stage with the largest share.
+
+With an extrapolation discrepancy (:mod:`bayesmix.discrepancy`), its variance at the observed
+mixtures, V_disc, is a fourth row: the law shares are scaled by V_full / (V_full + V_disc) and
+``share_discrepancy = V_disc / (V_full + V_disc)``; when it is the largest, the advice names
+the stage whose backtests contribute most of it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ RECOMMENDATIONS = {
     "size": "most of the uncertainty comes from extrapolating in model size: add a model size closer to the target",
     "mix": "most of the uncertainty comes from the mixing law: run more mixtures at the proxy scale "
            "(see the design step for which)",
+}
+DISCREPANCY_ADVICE = {
+    "step": "train a few proxy runs further along the target's schedule, so the step law extrapolates less",
+    "size": "add a model size closer to the target (and a fourth size, so the size law can be backtested)",
+    "mix": "run mixtures nearer the ones you want to choose between",
 }
 
 
@@ -72,6 +82,23 @@ def mean_variance(stage: st.Stage, params: dict[str, np.ndarray], mixtures: pd.D
         pred = mix_predictions(stage, params, query, lane_of_draw, lane_ratio)
     pick = query.labels["eval"].to_numpy() == eval
     return float(pred[:, pick].var(axis=0, ddof=1).mean())
+
+
+def discrepancy_variance(result, eval: str) -> tuple[float, str | None]:
+    """Variance of the discrepancy at the observed mixtures, averaged over them (for ``eval``: the
+    overall's delta, or delta / sum_e w_e for one eval domain), and the stage contributing most
+    of it at the target (None without a discrepancy)."""
+    from bayesmix.laws.mixing import OVERALL
+    from bayesmix.laws.mixtures import mix_columns
+
+    disc = result.discrepancy
+    if disc is None:
+        return 0.0, None
+    mixtures = result.observed_mixtures()
+    delta = disc.draws(mixtures[mix_columns(mixtures)].to_numpy(float), result.n_draws_total)
+    per = 1.0 if eval == OVERALL else 1.0 / float(np.sum(result.stages["mix"].data.meta["weights"]))
+    table = disc.table().set_index("stage")["target_sd"].fillna(0.0)
+    return float((per * delta).var(axis=0, ddof=1).mean()), str(table.idxmax()) if len(table) else None
 
 
 def collapsed(output):
@@ -122,12 +149,22 @@ def error_budget(result, *, seed: int = 0, evals=None) -> ErrorBudget:
     else:
         v_mix = v_nostep
     share = shares(v_full, v_nostep, v_mix)
+    v_disc, source = discrepancy_variance(result, eval)
+    stages = ["step", "size", "mix"] + (["discrepancy"] if result.discrepancy is not None else [])
+    total = v_full + v_disc
+    if result.discrepancy is not None:
+        share = np.append(share * v_full / total, v_disc / total)
     table = pd.DataFrame({
-        "stage": ["step", "size", "mix"],
-        "fitted": [name in result.stages for name in ("step", "size", "mix")],
-        "variance": share * v_full,
-        "share": share,
+        "stage": stages,
+        "fitted": [name in result.stages or name == "discrepancy" for name in stages],
+        "variance": share * total,
+        "share": share[:len(stages)],
     })
-    top = table["stage"][int(np.argmax(share))]
-    variances = {"all_stages": v_full, "step_off": v_nostep, "step_and_size_off": v_mix}
-    return ErrorBudget(table, RECOMMENDATIONS[top], eval, variances)
+    top = table["stage"][int(np.argmax(table["share"]))]
+    if top == "discrepancy":
+        advice = (f"most of the uncertainty comes from the laws' own extrapolation error, measured by the "
+                  f"backtests (mostly the {source} stage's): {DISCREPANCY_ADVICE[source]}")
+    else:
+        advice = RECOMMENDATIONS[top]
+    variances = {"all_stages": v_full, "step_off": v_nostep, "step_and_size_off": v_mix, "discrepancy": v_disc}
+    return ErrorBudget(table, advice, eval, variances)

@@ -97,6 +97,11 @@ def test_error_budget_sums_to_one(draws_result):
     assert budget.eval == "overall"
     assert budget.recommendation.startswith("most of the uncertainty comes from")
     assert budget.variances["all_stages"] > budget.variances["step_and_size_off"]
+    # the backtest discrepancy is a fourth row: its variance at the observed mixtures
+    assert budget.table["stage"].tolist() == ["step", "size", "mix", "discrepancy"]
+    assert budget.variances["discrepancy"] > 0
+    total = budget.variances["all_stages"] + budget.variances["discrepancy"]
+    assert budget.table["share"].iloc[3] == pytest.approx(budget.variances["discrepancy"] / total)
 
 
 @pytest.mark.slow
