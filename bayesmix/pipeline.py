@@ -441,13 +441,15 @@ def fit_step_curves(pipeline: Pipeline, stage: st.Stage, *, seed: int):
 def step_shape_from(stage: st.Stage, params: dict[str, np.ndarray], labels: pd.DataFrame) -> dict:
     """Reducible loss at S* and exponent per (dataset, handed-off run-eval curve): the step
     law ``L(S) = floor + reducible * (S / S*)^-exponent`` of every proxy curve (for the
-    schedule-aware law, ``reducible`` is the loss at S* above the floor, annealing included)."""
+    schedule-aware law, ``reducible`` is the loss at S* above the floor, annealing included), and
+    ``params``: the step law's parameter draws (dataset, curve) behind them."""
     keep = stage.handed_off()
     c = stage.query.arrays["curve"][keep]
     with jax.enable_x64(True):
         mean = st.predict_stage(stage, params)[:, keep]
     floor, exponent = params["floor"][:, c], params["exponent"][:, c]
-    return {"labels": labels, "reducible": mean - floor, "exponent": exponent}
+    return {"labels": labels, "reducible": mean - floor, "exponent": exponent,
+            "params": {k: np.asarray(v) for k, v in params.items() if k in stage.law.param_dims}}
 
 
 def step_labels(stage: st.Stage, runs_frame: pd.DataFrame) -> pd.DataFrame:

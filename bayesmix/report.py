@@ -1079,35 +1079,48 @@ def _pipeline_figures(result, report: Report, named: pd.DataFrame) -> list:
     return figures
 
 
-def step_fan_chart(result, mixture: str, eval: str):
-    """Fan chart of the step law of one mixture's runs (``mixture``: its label, e.g. ``m0``)
-    on one eval domain, from a pipeline result's step shapes: the fitted checkpoints and
-    ``L(S) = floor + reducible (S/S*)^-exponent`` up to the target step S*, one band per
-    upstream draw set. ``None`` when the mixture has no step-law curve."""
-    from bayesmix import plots
+def step_curve_draws(result, mixture: str, eval: str, n_grid: int = 40):
+    """The step law of one mixture's runs on one eval domain along a grid of steps up to the
+    target step S*, from the pipeline's step-law draws (for the schedule-aware law, along each
+    run's schedule or the target's): ``(draws (draw, point) with run and step coords, the
+    fitted checkpoints (run, step, loss))``, or ``None`` when the mixture has no step-law curve."""
+    import jax
 
-    shape = result.step_shape
-    labels = shape["labels"].reset_index(drop=True)
+    from bayesmix import stages as st
+
+    labels = result.step_shape["labels"].reset_index(drop=True)
     pick = np.flatnonzero((labels["mixture"].astype(str) == mixture).to_numpy()
                           & (labels["eval"].astype(str) == eval).to_numpy())
     if not pick.size:
         return None
-    at_target = result.outputs["step"].values[:, pick]  # (D, k)
-    reducible, exponent = shape["reducible"][:, pick], shape["exponent"][:, pick]
-    floor = at_target - reducible
     s_star = float(result.plan.target_step)
     stage = result.stages["step"]
     obs = stage.data.obs_index.assign(loss=stage.data.y)
-    obs = obs[obs["eval"].astype(str) == eval]
     runs_k = labels.loc[pick, "run"].astype(str).to_numpy()
-    obs = obs[obs["run"].astype(str).isin(runs_k)]
+    obs = obs[(obs["eval"].astype(str) == eval).to_numpy() & obs["run"].astype(str).isin(runs_k).to_numpy()]
     lo = float(obs["step"].min()) if len(obs) else s_star / 20
-    grid = np.geomspace(lo, s_star, 40)
-    values = floor[:, :, None] + reducible[:, :, None] * (grid[None, None, :] / s_star) ** -exponent[:, :, None]
-    point = pd.DataFrame({"run": np.repeat(runs_k, grid.size), "step": np.tile(grid, runs_k.size)})
-    draws = xr.DataArray(values.reshape(values.shape[0], -1), dims=("draw", "point"),
-                         coords={c: ("point", point[c].to_numpy()) for c in point})
-    return plots.fan_chart(draws, obs[["run", "step", "loss"]], x="step", group="run", target=s_star,
+    grid = np.unique(np.append(np.geomspace(lo, s_star, n_grid).round().astype(int), int(s_star)))
+    options = {} if result.plan.target_schedule is None else {"schedule": result.plan.target_schedule}
+    query = stage.law.query(stage.data, steps=grid, **options)
+    q = query.labels.reset_index(drop=True)
+    keep = np.flatnonzero(q["run"].astype(str).isin(runs_k).to_numpy() & (q["eval"].astype(str) == eval).to_numpy())
+    with jax.enable_x64(True):
+        values = st.predict_stage(stage, result.step_shape["params"], query)[:, keep]
+    point = q.iloc[keep][["run", "step"]].astype({"run": str})
+    draws = xr.DataArray(values, dims=("draw", "point"), coords={c: ("point", point[c].to_numpy()) for c in point})
+    return draws, obs[["run", "step", "loss"]]
+
+
+def step_fan_chart(result, mixture: str, eval: str):
+    """Fan chart of :func:`step_curve_draws`: the fitted checkpoints and the step law up to the
+    target step, one band per upstream draw set; ``None`` when the mixture has no curve."""
+    from bayesmix import plots
+
+    curves = step_curve_draws(result, mixture, eval)
+    if curves is None:
+        return None
+    draws, obs = curves
+    return plots.fan_chart(draws, obs, x="step", group="run", target=float(result.plan.target_step),
                            title=f"step law, eval {eval}")
 
 

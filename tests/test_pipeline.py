@@ -173,6 +173,22 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
     assert np.allclose(np.asarray(point_result.loss_fn(discrepancy=False)(r)), without.to_numpy()[:, overall])
 
 
+def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
+    from bayesmix.report import step_curve_draws, step_fan_chart
+
+    labels = point_result.step_shape["labels"]
+    mixture, eval = str(labels["mixture"].iloc[0]), str(labels["eval"].iloc[0])
+    draws, obs = step_curve_draws(point_result, mixture, eval)
+    at = (draws["step"] == TARGET_STEP).to_numpy()
+    runs = draws["run"].to_numpy()[at]
+    pick = [int(np.flatnonzero((labels["run"].astype(str) == r).to_numpy() & (labels["eval"] == eval).to_numpy())[0])
+            for r in runs]
+    assert np.allclose(draws.to_numpy()[:, at], point_result.outputs["step"].values[:, pick])
+    assert draws["step"].min() == obs["step"].min() and set(obs["run"]) == set(runs)
+    assert step_fan_chart(point_result, mixture, eval) is not None
+    assert step_curve_draws(point_result, "no-such-mixture", eval) is None
+
+
 def test_the_discrepancy_can_be_switched_off(campaign):
     _, runs = campaign
     result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=4,
