@@ -43,7 +43,7 @@ import xarray as xr
 from bayesmix.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 from bayesmix.outputs import atomic_write
-from bayesmix.support import outside_range, support_distance, trust_radius
+from bayesmix.support import support_table
 
 SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
             "diagnostics", "model", "data")
@@ -662,7 +662,10 @@ def _truth_frame(truth: pd.DataFrame, prob: float) -> pd.DataFrame:
                          f"{round(100 * prob)}% interval": [f"{_fmt_loss(a)} - {_fmt_loss(b)}"
                                                             for a, b in zip(rows["lower"], rows["upper"])],
                          "inside": ["yes" if c else "NO" for c in rows["covered"]],
-                         "miss": [f"{v:+.3f}" for v in rows["miss"]]})
+                         "miss": [f"{v:+.3f}" for v in rows["miss"]],
+                         **({"mixture in trust region": ["yes" if c else "no (extrapolated)"
+                                                         for c in rows["inside_support"]]}
+                            if "inside_support" in rows else {})})
 
 
 def _suggestions_frame(suggestions: pd.DataFrame) -> pd.DataFrame:
@@ -852,11 +855,10 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     table.attrs = dict(table.attrs)
     tried = named[cols].drop_duplicates().to_numpy(float)
     if len(tried) >= 2:
-        table["distance"] = support_distance(table[cols].to_numpy(float), tried)
-        table.attrs["trust_radius"] = trust_radius(tried)
-        beyond = outside_range(table[cols].to_numpy(float), tried)
-        table["outside_range"] = [", ".join(d for d, b in zip(domains, row) if b) for row in beyond]
-        table["inside_support"] = (table["distance"] <= table.attrs["trust_radius"] + 1e-9) & ~beyond.any(axis=1)
+        support = support_table(table[cols].to_numpy(float), tried, domains)
+        table[list(support.columns)] = support.to_numpy()
+        table = table.astype({"distance": float, "inside_support": bool})
+        table.attrs["trust_radius"] = support.attrs["trust_radius"]
     shown = list(table["mixture"].astype(str).head(3))
     if str(baseline_row["name"]) not in shown:
         shown.append(str(baseline_row["name"]))
@@ -1002,7 +1004,7 @@ def add_truth(report: Report, result, runs: pd.DataFrame, *, prob: float, seed: 
 
     truth = target_truth(result, runs, prob=prob, seed=seed)
     report.truth = truth
-    report.truth_note = truth_sentence(coverage_summary(truth), prob)
+    report.truth_note = truth_sentence(coverage_summary(truth), prob, truth)
     shown = truth.copy()
     shown.attrs["prob"] = prob
     report.figures.pop("truth", None)

@@ -18,6 +18,7 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def total_variation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,3 +50,18 @@ def outside_range(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
     candidates, tried = np.atleast_2d(np.asarray(candidates, float)), np.atleast_2d(np.asarray(tried, float))
     lo, hi = tried.min(axis=0), tried.max(axis=0)
     return (candidates < lo - RANGE_TOLERANCE) | (candidates > hi + RANGE_TOLERANCE)
+
+
+def support_table(candidates: np.ndarray, tried: np.ndarray, domains) -> pd.DataFrame:
+    """Per candidate (n, M): ``distance`` to the nearest tried mixture (k >= 2, M), the domains
+    ``outside_range`` (comma-separated) and ``inside_support``: within the trust radius and
+    every share inside the tried range. The table's ``attrs["trust_radius"]`` holds the radius."""
+    candidates = np.atleast_2d(np.asarray(candidates, float))
+    radius = trust_radius(tried)
+    distance = support_distance(candidates, tried)
+    beyond = outside_range(candidates, tried)
+    table = pd.DataFrame({"distance": distance,
+                          "outside_range": [", ".join(d for d, b in zip(domains, row) if b) for row in beyond],
+                          "inside_support": (distance <= radius + 1e-9) & ~beyond.any(axis=1)})
+    table.attrs["trust_radius"] = radius
+    return table

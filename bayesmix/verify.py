@@ -22,6 +22,7 @@ import pandas as pd
 from bayesmix.data import validate_runs
 from bayesmix.laws.mixing import OVERALL
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
+from bayesmix.support import support_table
 
 
 def observed_at(runs: pd.DataFrame, *, size: int, step: int, evals: list[str],
@@ -51,7 +52,9 @@ def target_truth(result, runs: pd.DataFrame, *, prob: float = 0.9, seed: int = 0
     (a :class:`bayesmix.pipeline.PipelineResult`).
 
     Returns one row per (run, eval) (``overall`` included): ``run, eval, observed, mean,
-    lower, upper, covered, miss`` (observed - mean) and the ``mix.*`` columns.
+    lower, upper, covered, miss`` (observed - mean), ``inside_support`` (the run's mixture lies
+    in the trust region of the fitted ones, :func:`bayesmix.support.support_table`) and the
+    ``mix.*`` columns.
     """
     runs = validate_runs(runs)
     stage = result.stages["mix"]
@@ -67,6 +70,10 @@ def target_truth(result, runs: pd.DataFrame, *, prob: float = 0.9, seed: int = 0
     out = observed.merge(pred, on=["run", "eval"], how="left", validate="one_to_one")
     out["covered"] = (out["observed"] >= out["lower"]) & (out["observed"] <= out["upper"])
     out["miss"] = out["observed"] - out["mean"]
+    tried = result.observed_mixtures()[[MIX_PREFIX + d for d in domains]].to_numpy(float)
+    if len(tried) >= 2:
+        support = support_table(mixtures[[MIX_PREFIX + d for d in domains]].to_numpy(float), tried, domains)
+        out = out.merge(support[["inside_support"]].assign(run=mixtures["run"].to_numpy()), on="run", how="left")
     cols = ["run", "eval", "observed", "mean", "lower", "upper", "covered", "miss"]
     return out[cols + [c for c in out.columns if c not in cols]]
 
@@ -81,12 +88,21 @@ def coverage_summary(truth: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[order].reset_index(drop=True)
 
 
-def truth_sentence(summary: pd.DataFrame, prob: float = 0.9) -> str:
-    """One sentence on the overall loss's coverage and error."""
+def truth_sentence(summary: pd.DataFrame, prob: float = 0.9, truth: pd.DataFrame | None = None) -> str:
+    """One sentence on the overall loss's coverage and error; with the ``truth`` table, also
+    the coverage of the runs inside the trust region (where recommendations are made)."""
     row = summary.iloc[0]
-    return (f"{int(row['covered'])} of {int(row['runs'])} held-out target-scale runs lie inside their "
+    text = (f"{int(row['covered'])} of {int(row['runs'])} held-out target-scale runs lie inside their "
             f"{round(100 * prob)}% interval of the {row['eval']} loss; mean absolute error "
             f"{row['mae']:.3f} nats, mean miss {row['mean_miss']:+.3f} (observed minus predicted).")
+    if truth is not None and "inside_support" in truth:
+        rows = truth[truth["eval"] == row["eval"]]
+        inside = rows[rows["inside_support"].astype(bool)]
+        if len(inside) < len(rows):
+            text += (f" Inside the trust region of the fitted mixtures: {int(inside['covered'].sum())} of "
+                     f"{len(inside)}; outside it: {int(rows['covered'].sum() - inside['covered'].sum())} of "
+                     f"{len(rows) - len(inside)}.")
+    return text
 
 
 def verify(result, mixtures: Mapping[str, Mapping[str, float]], *, size: str, prob: float = 0.9, seed: int = 0,

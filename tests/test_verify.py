@@ -53,3 +53,12 @@ def test_coverage_summary_and_sentence():
     assert truth_sentence(summary) == ("2 of 2 held-out target-scale runs lie inside their 90% interval of the "
                                        "overall loss; mean absolute error 0.100 nats, mean miss +0.100 "
                                        "(observed minus predicted).")
+
+
+def test_truth_sentence_splits_the_runs_by_the_trust_region():
+    truth = pd.DataFrame({"run": ["a", "b", "c"], "eval": ["overall"] * 3, "miss": [0.0, 0.1, 0.5],
+                          "covered": [True, True, False], "inside_support": [True, True, False]})
+    text = truth_sentence(coverage_summary(truth), 0.9, truth)
+    assert text.endswith("Inside the trust region of the fitted mixtures: 2 of 2; outside it: 0 of 1.")
+    inside = truth.assign(inside_support=True)
+    assert "trust region" not in truth_sentence(coverage_summary(inside), 0.9, inside)
