@@ -257,6 +257,13 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     assert {"mixture", "eval", "mean", "lower", "upper", "prob_beats"} <= set(table.columns)
     content = json.loads(summary.read_text())
     assert content["optimum"]["feasible"] and content["optimum"]["mixture"]["web"] <= 0.5 + 1e-9
+    # a single scale: only the mixing law is replayed (every mixture left out once)
+    assert "extrapolation backtests" in printed
+    assert [row["stage"] for row in content["discrepancy"]] == ["mix"] and content["discrepancy"][0]["backtests"] == 8
+    code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--no-discrepancy",
+                     "--json", str(summary), "--no-progress"])
+    assert code == 0 and "extrapolation backtests" not in capsys.readouterr().out
+    assert "discrepancy" not in json.loads(summary.read_text())
 
 
 def test_cli_pipeline_errors_are_one_line(campaign, tmp_path, capsys):

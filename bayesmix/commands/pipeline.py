@@ -55,6 +55,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--weights", type=_bounds, help="eval weights of the overall loss, e.g. web=0.5,code=0.5")
     p.add_argument("--mixtures", help="file of mixtures to predict (one column per domain; default: the observed)")
     p.add_argument("--prob", type=float, default=0.9, help="credible-interval mass (default 0.9)")
+    p.add_argument("--no-discrepancy", action="store_true",
+                   help="leave out the backtest-calibrated extrapolation discrepancy (the laws' own posterior only)")
     p.add_argument("--budget", action="store_true", help="also compute the error budget (draws mode; refits)")
     p.add_argument("--optimum", action="store_true", help="also find the predicted optimum over the simplex")
     p.add_argument("--lower", type=_bounds, help="optimum: lower bounds, e.g. code=0.1")
@@ -100,13 +102,21 @@ def run(args) -> int:
         target_size=args.target_size, target_step=args.target_step, min_step=args.min_step, mode=args.mode,
         n_draws=args.n_draws, evals=tuple(args.evals.split(",")) if args.evals else None, weights=args.weights,
         lane_config=LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
-        strict=args.strict, progress=False if args.no_progress else None,
+        strict=args.strict, progress=False if args.no_progress else None, discrepancy=not args.no_discrepancy,
     )
     result = pipeline.fit(runs, seed=args.seed)
     summary = {"target_size": result.plan.target_size, "target_step": result.plan.target_step,
                "mode": result.mode, "stages": result.stage_table().to_dict(orient="records")}
     print(f"target: {result.plan.target_size:,} parameters at step {result.plan.target_step:,}; mode {result.mode}")
     print(result.stage_table().to_string(index=False))
+    if result.discrepancy is not None:
+        backtests = result.discrepancy.table(args.prob)
+        print("\nextrapolation backtests (misses of the overall loss; the discrepancy they set is in every "
+              "interval below):")
+        print(backtests[["stage", "source", "backtests", "max_abs_miss", "bias_median", "k_median",
+                         "target_distance", "target_mean", "target_sd", "coverage_without",
+                         "coverage_with"]].round(4).to_string(index=False))
+        summary["discrepancy"] = backtests.to_dict(orient="records")
 
     table = result.predict(mixtures, prob=args.prob, seed=args.seed)
     if args.baseline:
