@@ -1,4 +1,4 @@
-"""Each stage replays its own extrapolation inside the data (point fits, seconds).
+"""Each stage replays its own extrapolation inside the data (point fits, no sampler).
 
 * **step**: every curve fitted on its checkpoints up to ``STEP_CUT`` of its run's last
   checkpoint (the same step law, the schedule included); predicted at the last one.
