@@ -516,17 +516,17 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     bar.update()
     bar.close()
     discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up.labels, up.values.mean(axis=0), unit),
-                                       priors, diagnostics, seconds, seed=seed + 3)
+                                       priors, seconds, seed=seed + 3)
     return PipelineResult(pipeline, plan, stages, outputs, params, lane_of_draw, step_shape, diagnostics, seconds,
                           point, seed, ratio, discrepancy)
 
 
 def backtest_discrepancy(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, stages: dict[str, st.Stage],
-                         mix_input: tuple[pd.DataFrame, np.ndarray, str], priors: dict, diagnostics: dict,
-                         seconds: dict, *, seed: int) -> Discrepancy | None:
+                         mix_input: tuple[pd.DataFrame, np.ndarray, str], priors: dict, seconds: dict, *,
+                         seed: int) -> Discrepancy | None:
     """The stages' backtests and the discrepancy they calibrate (``None`` when the pipeline
-    has it switched off); its table goes into ``diagnostics["discrepancy"]``, its time into
-    ``seconds["backtest"]``."""
+    has it switched off; its table: ``Discrepancy.table()``); its time goes into
+    ``seconds["backtest"]``. """
     if not pipeline.discrepancy:
         return None
     t0 = time.perf_counter()
@@ -539,7 +539,6 @@ def backtest_discrepancy(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, 
                                   weights=dict(zip(mix.data.coords["eval"], mix.data.meta["weights"])),
                                   priors=priors, min_step=pipeline.min_step, evals=pipeline.evals,
                                   handed_off_runs=handed, seed=seed)
-    diagnostics["discrepancy"] = discrepancy.table().to_dict(orient="records")
     seconds["backtest"] = time.perf_counter() - t0
     return discrepancy
 

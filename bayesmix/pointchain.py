@@ -103,6 +103,6 @@ def run_point_chain(pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int):
     for name in stages:
         diagnostics[name] = {"lanes": B, "lane": "bootstrap resample", "fail_fraction": 0.0}
     discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up_labels, up_point, unit), priors,
-                                       diagnostics, seconds, seed=seed + 3)
+                                       seconds, seed=seed + 3)
     return PipelineResult(pipeline, plan, stages, outputs, boot, np.arange(B), step_shape, diagnostics, seconds,
                           point, seed, discrepancy=discrepancy)

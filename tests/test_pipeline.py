@@ -189,12 +189,24 @@ def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
     assert step_curve_draws(point_result, "no-such-mixture", eval) is None
 
 
+def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
+    from bayesmix.report import render_html, report_from_pipeline
+
+    _, runs = campaign
+    report = report_from_pipeline(point_result, baseline="m0", runs=runs, n_random=20, optimum=False,
+                                  n_multiplier=1)
+    assert report.backtest["stage"].tolist() == ["step", "size", "mix"]
+    text = render_html(report)
+    assert "Extrapolation backtests" in text and "borrowed from step" in text
+    assert "backtest" in report.settings["seconds per stage"]
+
+
 def test_the_discrepancy_can_be_switched_off(campaign):
     _, runs = campaign
     result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=4,
                       discrepancy=False).fit(runs, seed=0)
     assert result.discrepancy is None and "backtest" not in result.seconds
-    assert "discrepancy" not in result.diagnostics
+    assert set(result.diagnostics) == {"step", "size", "mix"}
 
 
 def test_single_scale_table_is_just_the_mixing_law(campaign):
