@@ -86,7 +86,10 @@ def test_demo_end_to_end_on_the_bundled_table(tmp_path):
     t0 = time.perf_counter()
     paths = demo.run_demo(tmp_path / "out", seed=0, progress=False, log=lines.append)
     seconds = time.perf_counter() - t0
-    assert seconds < 20 * 60, f"the demo took {seconds:.0f} s"
+    # a guard against a pathological slowdown on a shared 2-core machine (the suite runs two workers); the
+    # extrapolation backtests added about a minute of point fits (its speed target, about a minute in all, is
+    # the speed issue's)
+    assert seconds < 30 * 60, f"the demo took {seconds:.0f} s"
     report = paths["report"]
     assert report.is_file() and lines[-1] == f"report written to {report.resolve()}"
     doc = Ids()
