@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import stages as st
-from bayesmix.discrepancy import PRIOR_SHARE, Backtest, Discrepancy, pairwise_tv
+from bayesmix.discrepancy import PRIOR_SHARE, Backtest, Discrepancy
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.laws.size import MIN_SIZES
+from bayesmix.support import nearest_distance
 
 STEP_CUT = 0.5
 MIN_CHECKPOINTS = 3
@@ -44,12 +45,9 @@ BOOT_STARTS = 2
 
 
 def overall(frame: pd.DataFrame, value: str, weights: dict[str, float], by: str) -> pd.Series:
-    """``sum_e w_e frame[value]`` per ``by`` (units missing an eval domain are dropped)."""
-    rows = frame[frame["eval"].astype(str).isin(weights)]
-    w = rows["eval"].astype(str).map(weights)
-    total = (rows[value] * w).groupby(rows[by].astype(str)).sum()
-    complete = rows.groupby(rows[by].astype(str))["eval"].nunique() == len(weights)
-    return total[complete[complete].index]
+    """``sum_e w_e frame[value]`` per ``by`` (units missing an eval domain are dropped; :func:`overall_matrix`)."""
+    units, W = overall_matrix(frame, weights, by)
+    return pd.Series(W @ frame[value].to_numpy(float), index=units)
 
 
 def overall_noise(resid: np.ndarray, evals: np.ndarray, weights: dict[str, float], names: list[str]) -> float:
@@ -174,7 +172,7 @@ def left_out_units(r: np.ndarray, *, seed: int, limit: int = MAX_LEFT_OUT) -> np
     n = len(r)
     if n <= limit:
         return np.arange(n)
-    order = np.argsort(-pairwise_tv(r), kind="stable")
+    order = np.argsort(-nearest_distance(r), kind="stable")
     far = order[: limit // 2]
     rest = np.random.default_rng(seed).choice(order[limit // 2:], size=limit - far.size, replace=False)
     return np.sort(np.concatenate([far, rest]))
@@ -193,6 +191,7 @@ def mix_backtest(labels: pd.DataFrame, mean: np.ndarray, plan: st.Plan, *, unit:
     units = labels[[unit, *cols]].drop_duplicates(unit).reset_index(drop=True)
     r = units[cols].to_numpy(float)
     observed = overall(labels.assign(value=mean), "value", weights, unit)
+    nearest = nearest_distance(r)
     rows, noise = [], []
     with warnings.catch_warnings(), jax.enable_x64(True):
         warnings.simplefilter("ignore")
@@ -215,8 +214,7 @@ def mix_backtest(labels: pd.DataFrame, mean: np.ndarray, plan: st.Plan, *, unit:
             pred = st.predict_stage(stage, fit, query)[0]
             predicted = overall(query.labels.astype({"eval": str}).assign(value=pred, unit=name), "value",
                                 weights, "unit").clip(*widened_range(observed.drop(name, errors="ignore")))
-            distance = float(np.min(0.5 * np.abs(r[i] - np.delete(r, i, axis=0)).sum(axis=1)))
-            rows.append(pd.DataFrame({"unit": [name], "distance": [distance], "predicted": predicted.to_numpy(),
+            rows.append(pd.DataFrame({"unit": [name], "distance": [nearest[i]], "predicted": predicted.to_numpy(),
                                       "observed": [observed.get(name, np.nan)]}))
     return _backtest("mix", rows, noise, level)
 

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayesmix.support import support_distance, total_variation, trust_radius
+from bayesmix.support import support_distance, trust_radius
 
 STAGES = ("step", "size", "mix")
 PRIOR_SHARE = {"step": 0.03, "size": 0.03, "mix": 0.10}
@@ -312,13 +312,6 @@ class Discrepancy:
                          "coverage_without": bt.coverage(prob, discrepancy=False),
                          "coverage_with": bt.coverage(prob)})
         return pd.DataFrame(rows)
-
-
-def pairwise_tv(a: np.ndarray) -> np.ndarray:
-    """Distance of each row of a (n, M) to its nearest other row: (n,)."""
-    d = total_variation(a, a)
-    np.fill_diagonal(d, np.inf)
-    return d.min(axis=1)
 
 
 __all__ = ["Backtest", "Discrepancy", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",

@@ -856,8 +856,8 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     tried = named[cols].drop_duplicates().to_numpy(float)
     if len(tried) >= 2:
         support = support_table(table[cols].to_numpy(float), tried, domains)
-        table[list(support.columns)] = support.to_numpy()
-        table = table.astype({"distance": float, "inside_support": bool})
+        for column in support:
+            table[column] = support[column].to_numpy()
         table.attrs["trust_radius"] = support.attrs["trust_radius"]
     shown = list(table["mixture"].astype(str).head(3))
     if str(baseline_row["name"]) not in shown:

@@ -32,13 +32,18 @@ def support_distance(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
     return total_variation(candidates, tried).min(axis=1)
 
 
+def nearest_distance(mixtures: np.ndarray) -> np.ndarray:
+    """Distance of each mixture (n, M) to its nearest other one: (n,)."""
+    d = total_variation(mixtures, mixtures)
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
 def trust_radius(tried: np.ndarray) -> float:
     """Largest nearest-neighbour distance among the tried mixtures (k >= 2, distinct)."""
-    d = total_variation(tried, tried)
-    np.fill_diagonal(d, np.inf)
-    if d.shape[0] < 2:
+    if np.atleast_2d(tried).shape[0] < 2:
         raise ValueError("a trust region needs at least two tried mixtures")
-    return float(d.min(axis=1).max())
+    return float(nearest_distance(tried).max())
 
 
 RANGE_TOLERANCE = 1e-6
