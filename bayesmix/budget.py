@@ -88,7 +88,6 @@ def discrepancy_variance(result, eval: str) -> tuple[float, str | None]:
     """Variance of the discrepancy at the observed mixtures, averaged over them (for ``eval``: the
     overall's delta, or delta / sum_e w_e for one eval domain), and the stage contributing most
     of it at the target (None without a discrepancy)."""
-    from bayesmix.laws.mixing import OVERALL
     from bayesmix.laws.mixtures import mix_columns
 
     disc = result.discrepancy
@@ -96,7 +95,7 @@ def discrepancy_variance(result, eval: str) -> tuple[float, str | None]:
         return 0.0, None
     mixtures = result.observed_mixtures()
     delta = disc.draws(mixtures[mix_columns(mixtures)].to_numpy(float), result.n_draws_total)
-    per = 1.0 if eval == OVERALL else 1.0 / float(np.sum(result.stages["mix"].data.meta["weights"]))
+    per = result.discrepancy_share(eval)
     table = disc.table().set_index("stage")["target_sd"].fillna(0.0)
     return float((per * delta).var(axis=0, ddof=1).mean()), str(table.idxmax()) if len(table) else None
 

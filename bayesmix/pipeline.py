@@ -234,12 +234,16 @@ class PipelineResult:
         array = labelled_draws(values, query.labels)
         return array if draws else summarise_draws(array, prob)
 
+    def discrepancy_share(self, eval: str) -> float:
+        """The part of the overall loss's discrepancy that ``eval`` carries: 1 for the overall,
+        1 / sum_e w_e for each eval domain (so that the weighted sum stays the overall)."""
+        return 1.0 if eval == OVERALL else 1.0 / float(np.sum(self.stages["mix"].data.meta["weights"]))
+
     def _delta(self, query, n_draws: int) -> np.ndarray:
         """The discrepancy at every point of a mixing-law query: (draws, points)."""
-        meta = self.stages["mix"].data.meta
-        r = query.arrays["r_centered"] + np.asarray(meta["r0"])
+        r = query.arrays["r_centered"] + np.asarray(self.stages["mix"].data.meta["r0"])
         delta = self.discrepancy.draws(r, n_draws)  # (draws, mixtures)
-        per = np.where(np.asarray(query.evals) == OVERALL, 1.0, 1.0 / float(np.sum(meta["weights"])))
+        per = np.array([self.discrepancy_share(e) for e in query.evals])
         return (delta[:, :, None] * per[None, None, :]).reshape(n_draws, -1)
 
     def predict_point(self, mixtures=None) -> pd.DataFrame:
@@ -277,7 +281,7 @@ class PipelineResult:
         lanes = jnp.asarray(self.lane_of_draw[idx])
         delta = (self.discrepancy.jax_fn(n, idx) if discrepancy and self.discrepancy is not None
                  else (lambda r: 0.0))
-        per = 1.0 if pick is None else 1.0 / float(np.sum(self.stages["mix"].data.meta["weights"]))
+        per = self.discrepancy_share(eval)
 
         def f(r):
             per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
