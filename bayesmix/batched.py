@@ -35,8 +35,9 @@ during its own (short) warm-up.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import jax
 import jax.flatten_util
@@ -45,10 +46,15 @@ import numpy as np
 from numpyro.infer import init_to_median, init_to_value
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
+from tqdm.auto import tqdm
+
+from bayesmix.progress import progress_enabled
 
 RHAT_MAX = 1.05  # per-lane threshold: few, short chains make 1.01 unattainable
 RHAT_POOLED_MAX = 1.01  # threshold of the R-hat pooled over lanes (Vehtari et al. 2021)
 _COMPILED: dict = {}  # cache_key -> jitted sampler (see LaneSampler)
+PROGRESS_EVERY = 10  # iterations between the compiled run's progress reports
+_BARS: list = []  # progress bars of the runs in flight (innermost last), fed by the compiled runs' callback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +236,29 @@ def pooled_rhat(samples: Mapping[str, np.ndarray]) -> float:
     return float("nan") if stacked is None else float(np.max(pooled_split_rhat(stacked)))
 
 
+def _report_iteration(i) -> None:
+    """Host callback of a compiled run: iteration ``i`` (0-based) of every lane is done."""
+    if _BARS:
+        bar = _BARS[-1]
+        bar.update(int(i) + 1 - bar.n)
+
+
+@contextlib.contextmanager
+def iteration_bar(total: int, desc: str, show: bool | None) -> Iterator[None]:
+    """A progress bar of a compiled run's ``total`` iterations (warm-up and draws, every lane
+    at once), with rate and time left; drawn only when :func:`bayesmix.progress.progress_enabled`."""
+    if not progress_enabled(show):
+        yield
+        return
+    bar = tqdm(total=total, desc=desc, unit="it", leave=False)
+    _BARS.append(bar)
+    try:
+        yield
+    finally:
+        _BARS.remove(bar)
+        bar.close()
+
+
 def _jitter(z: dict, key, scale: float) -> dict:
     leaves, tree = jax.tree_util.tree_flatten(z)
     keys = jax.random.split(key, len(leaves))
@@ -276,11 +305,13 @@ class LaneSampler:
                 _COMPILED[key] = self._run
 
     def __call__(self, batch: Mapping[str, np.ndarray], *, seed: int,
-                 warm_start: WarmStart | None = None) -> LaneSamples:
+                 warm_start: WarmStart | None = None, progress: bool | None = False,
+                 desc: str = "NUTS") -> LaneSamples:
         """Sample every dataset of ``batch`` (arrays with a leading dataset axis D).
 
         With ``warm_start`` every lane starts from its positions, keeps its mass
-        matrix and adapts only the step size (see the module docstring)."""
+        matrix and adapts only the step size (see the module docstring).
+        ``progress``: a bar of the iterations done (``None``: when interactive), named ``desc``."""
         if seed is None:
             raise ValueError("a seed is required")
         flat0 = jax.flatten_util.ravel_pytree(self.z0)[0]
@@ -302,9 +333,11 @@ class LaneSampler:
             rows = np.arange(n_chains) % warm_start.positions.shape[0]
             start = (jnp.asarray(warm_start.positions[rows]), jnp.asarray(warm_start.step_size, flat0.dtype),
                      jnp.asarray(warm_start.inverse_mass_matrix, flat0.dtype))
-        samples, diverging, num_steps, adapt = self._run(batch, keys, self.z0, start)
-        samples = {k: np.asarray(v) for k, v in samples.items()}
-        adaptation = {k: np.asarray(v) for k, v in adapt.items()}
+        total = self.config.num_warmup + self.config.num_samples
+        with iteration_bar(total, f"{desc}: {n_lanes} lane(s) x {n_chains} chain(s)", progress):
+            samples, diverging, num_steps, adapt = self._run(batch, keys, self.z0, start)
+            samples = {k: np.asarray(v) for k, v in samples.items()}
+            adaptation = {k: np.asarray(v) for k, v in adapt.items()}
         return LaneSamples(samples, np.asarray(diverging), np.asarray(num_steps),
                            adaptation=adaptation).checked(samples)
 
@@ -364,6 +397,9 @@ def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, 
             buffer = buffer.at[slot].set(jnp.where(keep_it, flat, buffer[slot]))
             flags = flags.at[slot].set(jnp.where(keep_it, state.diverging, flags[slot]))
             steps = steps.at[slot].set(jnp.where(keep_it, state.num_steps, steps[slot]))
+            done = (i + 1) % PROGRESS_EVERY == 0
+            jax.lax.cond(done | (i + 1 == n_warmup + config.num_samples),
+                         lambda: jax.debug.callback(_report_iteration, i), lambda: None)
             return (state, buffer, flags, steps), None
 
         (state, buffer, diverging, num_steps), _ = jax.lax.scan(step, (state, buffer, flags, steps),

@@ -119,9 +119,11 @@ def curve_batch(data: LawData, y: np.ndarray, population: dict[str, float]) -> d
 
 
 def fit_curves(data: LawData, priors: dict, point: dict[str, np.ndarray], *, config: LaneConfig,
-               seed: int, y: np.ndarray | None = None) -> tuple[LaneSamples, dict[str, float]]:
+               seed: int, y: np.ndarray | None = None, progress: bool | None = False
+               ) -> tuple[LaneSamples, dict[str, float]]:
     """NUTS on every curve of a power-law ``data`` at once; returns lanes (one per curve)
-    and the population prior used. Run inside ``jax.enable_x64(True)``."""
+    and the population prior used (``progress``: a bar of the iterations, ``None``: when
+    interactive). Run inside ``jax.enable_x64(True)``."""
     population = population_prior(point, annealed_curves(data))
     batch = curve_batch(data, data.y if y is None else y, population)
 
@@ -138,7 +140,7 @@ def fit_curves(data: LawData, priors: dict, point: dict[str, np.ndarray], *, con
     example = {k: v[0] for k, v in batch.items()}
     key = ("curve", tuple(sorted(priors.items())), "sigma" in batch, "x_anneal" in batch)
     sampler = LaneSampler(model, example, config=config, init_values=init, keep=keep, seed=seed, cache_key=key)
-    return sampler(batch, seed=seed + 1), population
+    return sampler(batch, seed=seed + 1, progress=progress, desc="step curves"), population
 
 
 def curve_draws(lanes: LaneSamples) -> dict[str, np.ndarray]:

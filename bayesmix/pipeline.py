@@ -381,11 +381,14 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
     single = dataclasses.replace(pipeline.fit_config, dense_mass=dense)
     with jax.enable_x64(True):
         if values.shape[0] == 1:
-            lanes = st.sample_stage(stage, values, config=single, seed=seed, n_starts=pipeline.n_starts, meas_sd=sd)
+            lanes = st.sample_stage(stage, values, config=single, seed=seed, n_starts=pipeline.n_starts, meas_sd=sd,
+                                    progress=pipeline.progress)
             return lanes, None
-        anchor = st.sample_stage(stage, values[:1], config=single, seed=seed, n_starts=pipeline.n_starts)
+        anchor = st.sample_stage(stage, values[:1], config=single, seed=seed, n_starts=pipeline.n_starts,
+                                 progress=pipeline.progress, desc=f"{stage.name} anchor")
         lanes = st.sample_stage(stage, values, config=dataclasses.replace(pipeline.lane_config, dense_mass=dense),
-                                seed=seed + 7, n_starts=pipeline.n_starts, warm_start=anchor.warm_start())
+                                seed=seed + 7, n_starts=pipeline.n_starts, warm_start=anchor.warm_start(),
+                                progress=pipeline.progress)
     return lanes, anchor
 
 
@@ -438,7 +441,7 @@ def fit_step_curves(pipeline: Pipeline, stage: st.Stage, *, seed: int):
     with jax.enable_x64(True):
         point = st.point_fit(stage, stage.data.y, seed=seed, n_starts=pipeline.n_starts)
         lanes, population = curves.fit_curves(stage.data, stage.priors, point, config=pipeline.curve_config,
-                                              seed=seed)
+                                              seed=seed, progress=pipeline.progress)
     return lanes, curves.curve_draws(lanes), population
 
 
@@ -481,9 +484,10 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     runs_frame = st.run_mixtures_frame(runs)
     stages, outputs, diagnostics, seconds = {}, {}, {}, {}
     step_shape = None
-    bar = tqdm(total=3, desc="pipeline", disable=not progress_enabled(pipeline.progress))
+    bar = tqdm(total=3 + pipeline.discrepancy, desc="pipeline", disable=not progress_enabled(pipeline.progress))
 
     t0 = time.perf_counter()
+    bar.set_postfix_str("step law")
     if plan.step:
         stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals, priors=priors["step"])
         labels = step_labels(stage, runs_frame)
@@ -505,6 +509,7 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     bar.update()
 
     t0 = time.perf_counter()
+    bar.set_postfix_str("size law")
     if plan.size:
         stages["size"], outputs["size"], diagnostics["size"] = run_size(pipeline, plan, outputs["step"],
                                                                         priors["size"], seed=seed + 1, rng=rng)
@@ -512,15 +517,18 @@ def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: i
     bar.update()
 
     t0 = time.perf_counter()
+    bar.set_postfix_str("mixing law")
     up, unit = (outputs["size"], "mixture") if plan.size else (outputs["step"], "run")
     stage, params, lane_of_draw, diagnostics["mix"], point, ratio = run_mix(pipeline, plan, up, unit,
                                                                             priors["mix"], seed=seed + 2, rng=rng)
     stages["mix"] = stage
     seconds["mix"] = time.perf_counter() - t0
     bar.update()
-    bar.close()
+    bar.set_postfix_str("backtests")
     discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up.labels, up.values.mean(axis=0), unit),
                                        priors, seconds, seed=seed + 3)
+    bar.update(int(pipeline.discrepancy))
+    bar.close()
     return PipelineResult(pipeline, plan, stages, outputs, params, lane_of_draw, step_shape, diagnostics, seconds,
                           point, seed, ratio, discrepancy)
 

@@ -357,11 +357,13 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
 
 
 def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
-                 meas_sd: np.ndarray | None = None, warm_start: WarmStart | None = None) -> LaneSamples:
+                 meas_sd: np.ndarray | None = None, warm_start: WarmStart | None = None,
+                 progress: bool | None = False, desc: str | None = None) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.
 
     Every lane starts at the point fit of the mean dataset, or from ``warm_start``
-    (see :mod:`bayesmix.batched`; no point fit is needed then). Run inside x64.
+    (see :mod:`bayesmix.batched`; no point fit is needed then). ``progress``: a bar of the
+    iterations named ``desc`` (default the stage's name). Run inside x64.
     """
     init = None
     if warm_start is None:
@@ -372,7 +374,7 @@ def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: 
     batch = {"y": values, **{k: np.broadcast_to(v, (K,) + v.shape) for k, v in static.items()}}
     sampler = LaneSampler(model, {k: v[0] for k, v in batch.items()}, config=config, init_values=init,
                           keep=tuple(stage.law.param_dims), seed=seed, cache_key=key)
-    return sampler(batch, seed=seed + 1, warm_start=warm_start)
+    return sampler(batch, seed=seed + 1, warm_start=warm_start, progress=progress, desc=desc or stage.name)
 
 
 def predict_stage(stage: Stage, params: dict[str, np.ndarray], query: Query | None = None) -> np.ndarray:

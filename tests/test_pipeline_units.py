@@ -268,3 +268,52 @@ def test_rising_curves_are_named():
     assert rising.to_dict(orient="records") == [{"run": "rises", "eval": "x", "lowest": 2.5, "last": 2.7}]
     assert st.rising_curves(pd.DataFrame(rows), min_step=400).to_dict(orient="records") == [
         {"run": "rises", "eval": "x", "lowest": 2.6, "last": 2.7}]
+
+
+class RecordingBar:
+    """Stands in for tqdm: records what a progress bar was told."""
+
+    made: list = []
+
+    def __init__(self, total, desc, unit, leave):
+        self.total, self.desc, self.n, self.closed = total, desc, 0, False
+        RecordingBar.made.append(self)
+
+    def update(self, k):
+        self.n += k
+
+    def close(self):
+        self.closed = True
+
+
+def test_iteration_bar_is_fed_by_the_host_callback_and_silent_when_not_interactive(monkeypatch):
+    import bayesmix.batched as batched
+
+    RecordingBar.made = []
+    monkeypatch.setattr(batched, "tqdm", RecordingBar)
+    with batched.iteration_bar(40, "size", show=True):
+        for i in (9, 19, 39):  # what the compiled run reports every PROGRESS_EVERY iterations
+            batched._report_iteration(np.int64(i))
+        assert batched._BARS and RecordingBar.made[0].n == 40
+    bar = RecordingBar.made[0]
+    assert (bar.total, bar.desc, bar.closed) == (40, "size", True) and not batched._BARS
+    batched._report_iteration(3)  # no bar in flight: nothing happens
+    monkeypatch.setenv("CI", "true")
+    with batched.iteration_bar(40, "size", show=None):
+        assert not batched._BARS
+    assert len(RecordingBar.made) == 1
+
+
+@pytest.mark.slow
+def test_compiled_nuts_reports_every_iteration_block_to_the_bar(monkeypatch):
+    import bayesmix.batched as batched
+
+    RecordingBar.made = []
+    monkeypatch.setattr(batched, "tqdm", RecordingBar)
+    with jax.enable_x64(True):
+        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=LaneConfig(2, 25, 20))
+        sampler({"y": np.ones((3, 5))}, seed=1, progress=True, desc="toy")
+        sampler({"y": np.ones((3, 5))}, seed=1)  # progress off by default: no bar
+    (bar,) = RecordingBar.made
+    assert bar.total == 45 and bar.n == 45 and bar.closed
+    assert bar.desc == "toy: 3 lane(s) x 2 chain(s)"
