@@ -35,6 +35,7 @@ def _long(query) -> np.ndarray:
     return query.labels["run"].str.startswith("long").to_numpy()
 
 
+@pytest.mark.slow
 def test_point_fit_recovers_the_anneal_and_the_power_law_misses(table):
     with jax.enable_x64(True):
         law = get_law("anneal")

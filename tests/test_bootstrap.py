@@ -38,6 +38,7 @@ def test_resample_keeps_runs_whole_and_within_size():
     pd.testing.assert_frame_equal(out, again)
 
 
+@pytest.mark.slow
 def test_predict_has_the_fit_result_shape_and_covers_the_truth(boot):
     new = dirichlet_mixtures(30, DOMAINS, seed=9)
     truth = 1.8 + np.exp(-0.3 + new.to_numpy() @ T)
@@ -54,6 +55,7 @@ def test_predict_has_the_fit_result_shape_and_covers_the_truth(boot):
     np.testing.assert_allclose(point["point"], truth, atol=0.05)
 
 
+@pytest.mark.slow
 def test_bootstrap_is_reproducible_and_validates_arguments():
     runs = m4_runs(20, 2)
     a = bootstrap(runs, "mix", seed=5, n_boot=5, n_starts=4)
@@ -76,6 +78,7 @@ def test_held_out_scores_a_bootstrap_like_a_posterior(boot):
     assert 0.6 <= out["test_cover90"] <= 1.0
 
 
+@pytest.mark.slow
 def test_bootstrap_of_other_laws_and_overall_residuals():
     mixtures = dirichlet_mixtures(30, DOMAINS, seed=4)
     rows = []

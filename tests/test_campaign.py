@@ -132,6 +132,7 @@ def pool_mixtures(table: pd.DataFrame) -> np.ndarray:
 # ---------------------------------------------------------------- a pool campaign
 
 
+@pytest.mark.slow
 def test_pool_campaign_runs_two_rounds_of_q_pool_mixtures(tmp_path, pool_table):
     fit_fn = CheapFit()
     bounds = SimplexBounds(DOMAINS, r_max={"web": 0.5})
@@ -223,6 +224,7 @@ def test_pool_design_with_no_pool_mixture_inside_the_bounds_errors(tmp_path, poo
         campaign.step()
 
 
+@pytest.mark.slow
 def test_space_filling_design_and_refined_suggestions_with_a_function_runner(tmp_path):
     """Without a pool: space-filling first runs, then suggestions anywhere in the bounds. Here the
     linear surrogate's best point is a vertex of the bounds that the design already ran; suggestions
@@ -265,6 +267,7 @@ def assert_same_campaign(a: Campaign, b: Campaign) -> None:
     assert (a.round, a.phase) == (b.round, b.phase)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["runner", "fit"])
 def test_resume_after_a_crash_finishes_like_an_uninterrupted_campaign(tmp_path, pool_table, where):
     reference = reference_campaign(tmp_path / "reference", pool_table)
@@ -463,6 +466,7 @@ def test_default_fit_fn_passes_the_saved_options(monkeypatch):
 TINY_NUTS = {"law": "mix", "sampler": {"num_chains": 1, "num_warmup": 100, "num_samples": 50, "progress_bar": False}}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:law 'mix'. convergence diagnostics failed")  # 50 draws: low ESS expected
 def test_a_round_with_the_default_mixing_law_fit_saves_and_reloads_the_fit(tmp_path, pool_table, monkeypatch):
     import bayesmix.fit

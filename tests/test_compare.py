@@ -12,6 +12,8 @@ from bayesmix.cli import main
 from bayesmix.compare import ParetoKWarning, compare_laws, held_out, loo_table, match_observations
 from bayesmix.simulate import dirichlet_mixtures
 
+pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
+
 SAMPLER = dict(num_chains=2, num_warmup=300, num_samples=300, progress_bar=False)
 DOMAINS = ["a", "b", "c"]
 T = np.array([-2.5, 0.5, 2.0])

@@ -23,6 +23,7 @@ def draws_fn(r):
 TRIED = np.array([[1 / 3, 1 / 3, 1 / 3], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
 
 
+@pytest.mark.slow
 def test_suggestions_respect_bounds_sum_to_one_and_move_towards_the_optimum():
     bounds = SimplexBounds(DOMAINS, r_max={"code": 0.4})
     table = suggest(draws_fn, q=3, bounds=bounds, domains=DOMAINS, tried=TRIED, seed=0)
@@ -39,6 +40,7 @@ def test_suggestions_respect_bounds_sum_to_one_and_move_towards_the_optimum():
     assert (table["lower"] <= table["mean"]).all() and (table["mean"] <= table["upper"]).all()
 
 
+@pytest.mark.slow
 def test_suggestions_are_not_repeats_of_tried_mixtures_nor_of_each_other():
     tried = np.vstack([TRIED, [OPTIMUM]])  # the optimum itself has been run already
     table = suggest(draws_fn, q=4, domains=DOMAINS, tried=tried, seed=1, min_distance=0.05)
@@ -56,6 +58,7 @@ def test_pool_suggestions_come_from_the_pool_and_skip_tried_ones():
     assert not np.isclose(r, TRIED[0]).all(axis=1).any()
 
 
+@pytest.mark.slow
 def test_suggest_is_reproducible_with_a_seed():
     a = suggest(draws_fn, q=2, domains=DOMAINS, tried=TRIED, seed=3)
     b = suggest(draws_fn, q=2, domains=DOMAINS, tried=TRIED, seed=3)

@@ -24,6 +24,7 @@ def result(runs):
     return fit(runs, "mix", seed=1, sampler=TINY, weights={"web": 0.75, "code": 0.25})
 
 
+@pytest.mark.slow
 def test_predict_table_has_labels_and_interval_columns(result):
     table = result.predict(mixtures={"web": 0.5, "code": 0.3, "books": 0.2}, prob=0.8)
     assert table["eval"].tolist() == ["code", "web", "overall"]  # eval domains by name, then overall
@@ -32,6 +33,7 @@ def test_predict_table_has_labels_and_interval_columns(result):
     assert table.attrs["prob"] == 0.8
 
 
+@pytest.mark.slow
 def test_overall_is_the_weighted_sum_of_eval_means(result):
     draws = result.predict(mixtures=[{"web": 0.2, "code": 0.6, "books": 0.2}], kind="mean", draws=True)
     assert isinstance(draws, xr.DataArray) and draws.dims == ("draw", "point")
@@ -40,6 +42,7 @@ def test_overall_is_the_weighted_sum_of_eval_means(result):
     np.testing.assert_allclose(overall, 0.75 * web + 0.25 * code, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_observation_intervals_are_wider_than_mean_intervals(result):
     mix = {"web": 0.4, "code": 0.4, "books": 0.2}
     obs = result.predict(mixtures=mix, kind="observation")
@@ -47,6 +50,7 @@ def test_observation_intervals_are_wider_than_mean_intervals(result):
     assert ((obs["upper"] - obs["lower"]) > (mean["upper"] - mean["lower"])).all()
 
 
+@pytest.mark.slow
 def test_point_prediction_is_close_to_posterior_mean(result):
     mix = {"web": 0.3, "code": 0.3, "books": 0.4}
     point = result.predict_point(mixtures=mix)
@@ -54,6 +58,7 @@ def test_point_prediction_is_close_to_posterior_mean(result):
     np.testing.assert_allclose(point["point"], bayes["mean"], atol=0.02)
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(result, tmp_path):
     path = result.save(tmp_path / "fit.nc")
     loaded = load_fit(path)
@@ -68,6 +73,7 @@ def test_save_and_load_round_trip(result, tmp_path):
     assert loaded.diagnostics.max_tree_depth == result.diagnostics.max_tree_depth == SamplerConfig().max_tree_depth
 
 
+@pytest.mark.slow
 def test_tree_depths_are_recorded_and_summarised(result):
     stats = result.idata.sample_stats
     assert stats["tree_depth"].dims == ("chain", "draw")
@@ -76,6 +82,7 @@ def test_tree_depths_are_recorded_and_summarised(result):
     assert result.diagnostics.treedepth_saturation == pytest.approx(np.mean(depth >= 10))
 
 
+@pytest.mark.slow
 def test_bad_prediction_inputs_are_rejected(result):
     with pytest.raises(ValueError, match="mixtures lack domain column"):
         result.predict(mixtures={"web": 1.0})

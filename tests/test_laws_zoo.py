@@ -21,6 +21,8 @@ from bayesmix.laws.implicit import ImplicitLaw, implicit_mean
 from bayesmix.laws.priors import resolve_priors
 from bayesmix.simulate import dirichlet_mixtures
 
+pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
+
 SAMPLER = dict(num_chains=2, num_warmup=300, num_samples=300, progress_bar=False)
 DOMAINS = ["a", "b", "c"]
 

@@ -144,6 +144,7 @@ def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result)
     assert "prob_beats" in table
 
 
+@pytest.mark.slow
 def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campaign, point_result):
     law, runs = campaign
     disc = point_result.discrepancy
@@ -173,6 +174,7 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
     assert np.allclose(np.asarray(point_result.loss_fn(discrepancy=False)(r)), without.to_numpy()[:, overall])
 
 
+@pytest.mark.slow
 def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
     from bayesmix.report import step_curve_draws, step_fan_chart
 
@@ -189,6 +191,7 @@ def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
     assert step_curve_draws(point_result, "no-such-mixture", eval) is None
 
 
+@pytest.mark.slow
 def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
     from bayesmix.report import render_html, report_from_pipeline
 
@@ -201,6 +204,7 @@ def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
     assert "backtest" in report.settings["seconds per stage"]
 
 
+@pytest.mark.slow
 def test_the_discrepancy_can_be_switched_off(campaign):
     _, runs = campaign
     result = Pipeline(target_size=TARGET_SIZE, target_step=TARGET_STEP, mode="point", n_draws=4,
@@ -209,6 +213,7 @@ def test_the_discrepancy_can_be_switched_off(campaign):
     assert set(result.diagnostics) == {"step", "size", "mix"}
 
 
+@pytest.mark.slow
 def test_single_scale_table_is_just_the_mixing_law(campaign):
     law, runs = campaign
     one = runs[(runs["size"] == 20_000_000) & (runs["step"] == runs["step"].max())]
@@ -224,6 +229,7 @@ def test_single_scale_table_is_just_the_mixing_law(campaign):
         decide.effective_compute_multiplier(result, "m1", "m0")
 
 
+@pytest.mark.slow
 def test_missing_cells_drop_mixtures_with_one_size(campaign):
     law, runs = campaign
     # m1 only at the smallest size, m2 lacks the middle size: m1 is left out, m2 kept
@@ -254,6 +260,7 @@ def test_moments_mode_uses_one_fit_per_stage(campaign):
         result.error_budget()
 
 
+@pytest.mark.slow
 def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     _, runs = campaign
     one = runs[(runs["size"] == 20_000_000) & (runs["step"] == runs["step"].max())]

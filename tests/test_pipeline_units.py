@@ -26,6 +26,7 @@ def normal_model(batch):
     numpyro.sample("obs", dist.Normal(mu, sigma), obs=batch["y"])
 
 
+@pytest.mark.slow
 def test_batched_nuts_recovers_each_dataset_and_not_its_neighbour():
     rng = np.random.default_rng(0)
     D, n = 12, 40
@@ -48,6 +49,7 @@ def test_batched_nuts_recovers_each_dataset_and_not_its_neighbour():
     assert lanes.summary()["divergences"] == 0
 
 
+@pytest.mark.slow
 def test_lane_sampler_is_reused_across_batches_and_validates_input():
     with jax.enable_x64(True):
         sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=LaneConfig(1, 50, 20))
@@ -126,6 +128,7 @@ def test_plan_stages_decides_what_runs(campaign):
         st.plan_stages(one, target_size=1e9, target_step=None)
 
 
+@pytest.mark.slow
 def test_stacked_point_fit_equals_separate_fits(campaign):
     _, runs = campaign
     plan = st.plan_stages(runs, target_size=2e8, target_step=100000)
@@ -165,6 +168,7 @@ def test_pipeline_argument_errors(campaign):
         Pipeline(target_size=2e8, evals=("web",)).fit(runs, seed=0)
 
 
+@pytest.mark.slow
 def test_stage_errors_name_the_problem(campaign):
     _, runs = campaign
     two_sizes = runs[runs["size"] < 20_000_000]
@@ -227,6 +231,7 @@ def test_lanes_failed_judges_the_stage_as_a_whole():
     assert lanes_failed({"lanes": 1, "fail_fraction": 1.0}) and not lanes_failed({"lanes": 1, "fail_fraction": 0.0})
 
 
+@pytest.mark.slow
 def test_warm_start_keeps_the_anchor_geometry():
     rng = np.random.default_rng(1)
     y = 3.0 + 2.0 * rng.standard_normal((6, 40))

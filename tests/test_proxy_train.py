@@ -79,6 +79,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_rows_exactly(cache_di
     pd.testing.assert_frame_equal(resumed, full, check_exact=True)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_rows(cache_dir, tmp_path):
     settings = dict(TINY, steps=40, checkpoints=5, save_every=3)
     full = train_run(MIX, "100k", cache_dir=cache_dir, **settings)

@@ -12,6 +12,8 @@ import pytest
 from bayesmix.fit import fit
 from bayesmix.simulate import dirichlet_mixtures, simulate_curves, simulate_mixing
 
+pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
+
 SAMPLER = dict(num_chains=2, num_warmup=400, num_samples=400)
 
 

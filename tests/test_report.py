@@ -307,6 +307,7 @@ def small_fit(tmp_path_factory):
     return result, path
 
 
+@pytest.mark.slow
 def test_report_from_fit_end_to_end(small_fit, tmp_path):
     result, _ = small_fit
     report = rp.report_from_fit(result, baseline="uniform", n_random=100, top=5, seed=0)
@@ -325,6 +326,7 @@ def test_report_from_fit_end_to_end(small_fit, tmp_path):
         rp.report_from_fit(result, baseline="nonesuch", n_random=0)
 
 
+@pytest.mark.slow
 def test_report_cli(small_fit, tmp_path, capsys):
     from bayesmix.cli import main
 
