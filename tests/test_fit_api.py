@@ -1,4 +1,5 @@
-"""The fit/predict API: labels, shapes, save/load, errors."""
+"""The fit/predict API: labels, shapes, save/load, errors; on a fit at known parameters
+(:func:`conftest.mocked_nuts`: no sampler), and what only NUTS records on a real one."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import xarray as xr
 from bayesmix.fit import fit, load_fit, summarise_draws
 from bayesmix.infer import SamplerConfig
 from bayesmix.simulate import dirichlet_mixtures, simulate_mixing
+from conftest import mocked_nuts
 
 TINY = dict(num_chains=2, num_warmup=150, num_samples=150)
 
@@ -21,10 +23,15 @@ def runs():
 
 @pytest.fixture(scope="module")
 def result(runs):
+    with mocked_nuts():
+        return fit(runs, "mix", seed=1, sampler=TINY, weights={"web": 0.75, "code": 0.25})
+
+
+@pytest.fixture(scope="module")
+def sampled(runs):
     return fit(runs, "mix", seed=1, sampler=TINY, weights={"web": 0.75, "code": 0.25})
 
 
-@pytest.mark.slow
 def test_predict_table_has_labels_and_interval_columns(result):
     table = result.predict(mixtures={"web": 0.5, "code": 0.3, "books": 0.2}, prob=0.8)
     assert table["eval"].tolist() == ["code", "web", "overall"]  # eval domains by name, then overall
@@ -33,7 +40,6 @@ def test_predict_table_has_labels_and_interval_columns(result):
     assert table.attrs["prob"] == 0.8
 
 
-@pytest.mark.slow
 def test_overall_is_the_weighted_sum_of_eval_means(result):
     draws = result.predict(mixtures=[{"web": 0.2, "code": 0.6, "books": 0.2}], kind="mean", draws=True)
     assert isinstance(draws, xr.DataArray) and draws.dims == ("draw", "point")
@@ -42,7 +48,6 @@ def test_overall_is_the_weighted_sum_of_eval_means(result):
     np.testing.assert_allclose(overall, 0.75 * web + 0.25 * code, rtol=1e-12)
 
 
-@pytest.mark.slow
 def test_observation_intervals_are_wider_than_mean_intervals(result):
     mix = {"web": 0.4, "code": 0.4, "books": 0.2}
     obs = result.predict(mixtures=mix, kind="observation")
@@ -50,7 +55,6 @@ def test_observation_intervals_are_wider_than_mean_intervals(result):
     assert ((obs["upper"] - obs["lower"]) > (mean["upper"] - mean["lower"])).all()
 
 
-@pytest.mark.slow
 def test_point_prediction_is_close_to_posterior_mean(result):
     mix = {"web": 0.3, "code": 0.3, "books": 0.4}
     point = result.predict_point(mixtures=mix)
@@ -58,7 +62,6 @@ def test_point_prediction_is_close_to_posterior_mean(result):
     np.testing.assert_allclose(point["point"], bayes["mean"], atol=0.02)
 
 
-@pytest.mark.slow
 def test_save_and_load_round_trip(result, tmp_path):
     path = result.save(tmp_path / "fit.nc")
     loaded = load_fit(path)
@@ -74,7 +77,9 @@ def test_save_and_load_round_trip(result, tmp_path):
 
 
 @pytest.mark.slow
-def test_tree_depths_are_recorded_and_summarised(result):
+def test_tree_depths_are_recorded_and_summarised(sampled):
+    result = sampled
+    assert "mocked" not in result.idata.posterior.attrs
     stats = result.idata.sample_stats
     assert stats["tree_depth"].dims == ("chain", "draw")
     steps, depth = stats["n_steps"].to_numpy(), stats["tree_depth"].to_numpy()
@@ -82,7 +87,6 @@ def test_tree_depths_are_recorded_and_summarised(result):
     assert result.diagnostics.treedepth_saturation == pytest.approx(np.mean(depth >= 10))
 
 
-@pytest.mark.slow
 def test_bad_prediction_inputs_are_rejected(result):
     with pytest.raises(ValueError, match="mixtures lack domain column"):
         result.predict(mixtures={"web": 1.0})

@@ -283,13 +283,15 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     assert pdf.read_bytes()[:4] == b"%PDF"
 
 
-# ----------------------------------------------------------------------------- from a real fit
+# ----------------------------------------------------------------------------- from a fit
 
 @pytest.fixture(scope="module")
 def small_fit(tmp_path_factory):
-    """A small three-domain mixing-law fit (two chains, few draws), saved to disk."""
+    """A small three-domain mixing-law fit at its point fit (:func:`conftest.mocked_nuts`: the
+    report is under test, not the sampler), saved to disk."""
     from bayesmix.fit import fit
     from bayesmix.simulate import dirichlet_mixtures, simulate_mixing
+    from conftest import mocked_nuts
 
     mix = dirichlet_mixtures(10, DOMAINS, seed=0)
     mix.iloc[0] = 1 / 3
@@ -299,7 +301,7 @@ def small_fit(tmp_path_factory):
     runs.loc[runs["run"] == "r000", "run"] = "uniform"
     import warnings
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), mocked_nuts():
         warnings.simplefilter("ignore")
         result = fit(runs, "mix", seed=0, sampler=dict(num_chains=2, num_warmup=200, num_samples=150,
                                                        progress_bar=False))
@@ -307,7 +309,6 @@ def small_fit(tmp_path_factory):
     return result, path
 
 
-@pytest.mark.slow
 def test_report_from_fit_end_to_end(small_fit, tmp_path):
     result, _ = small_fit
     report = rp.report_from_fit(result, baseline="uniform", n_random=100, top=5, seed=0)
@@ -326,7 +327,6 @@ def test_report_from_fit_end_to_end(small_fit, tmp_path):
         rp.report_from_fit(result, baseline="nonesuch", n_random=0)
 
 
-@pytest.mark.slow
 def test_report_cli(small_fit, tmp_path, capsys):
     from bayesmix.cli import main
 
