@@ -1,9 +1,11 @@
 """Shared fixtures: the public anchor tables, skipped cleanly when absent; fits at known
-parameters without a sampler (:func:`mocked_nuts`)."""
+parameters without a sampler (:func:`mocked_nuts`); a guard that fails any test without the
+``slow`` marker that samples NUTS."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from unittest import mock
 from pathlib import Path
@@ -103,3 +105,42 @@ def mocked_nuts():
     """Inside this block, ``bayesmix.fit.fit`` draws at the point fit instead of running NUTS."""
     with mock.patch("bayesmix.fit.run_nuts", mock_nuts):
         yield
+
+
+# ------------------------------------------------------------------ the fast tier samples no NUTS
+
+_TIER = {"fast": False}
+
+
+def _forbidden_in_fast_tier(fn, what: str):
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        if _TIER["fast"]:
+            raise RuntimeError(f"{what} in a test without the slow marker: the fast tier samples no NUTS "
+                               "(mark the test slow, or fit at known parameters with mocked_nuts)")
+        return fn(*args, **kwargs)
+
+    return guarded
+
+
+def pytest_configure(config):
+    """Every NUTS entry point (numpyro's MCMC, the vmapped lanes) raises inside a fast test."""
+    from numpyro.infer import MCMC
+
+    from bayesmix.batched import LaneSampler
+
+    MCMC.run = _forbidden_in_fast_tier(MCMC.run, "numpyro MCMC")
+    LaneSampler.__call__ = _forbidden_in_fast_tier(LaneSampler.__call__, "batched NUTS lanes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """Module fixtures are built in the setup of the first test that asks for them: judge by that test."""
+    _TIER["fast"] = item.get_closest_marker("slow") is None
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _TIER["fast"] = item.get_closest_marker("slow") is None
+    yield

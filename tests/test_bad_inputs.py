@@ -20,12 +20,14 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fit_path(tmp_path_factory):
-    """A small mixing-law fit of the example runs (one short chain), saved once."""
+    """A small mixing-law fit of the example runs at its point fit (:func:`conftest.mocked_nuts`),
+    saved once."""
     from bayesmix.data import read_runs
     from bayesmix.fit import fit
     from bad_inputs import EXAMPLE
+    from conftest import mocked_nuts
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), mocked_nuts():
         warnings.simplefilter("ignore")
         result = fit(read_runs(EXAMPLE), "mix", seed=0, n_starts=2,
                      sampler=dict(num_chains=1, num_warmup=20, num_samples=20, progress_bar=False))

@@ -322,3 +322,13 @@ def test_compiled_nuts_reports_every_iteration_block_to_the_bar(monkeypatch):
     (bar,) = RecordingBar.made
     assert bar.total == 45 and bar.n == 45 and bar.closed
     assert bar.desc == "toy: 3 lane(s) x 2 chain(s)"
+
+
+def test_the_fast_tier_refuses_to_sample_nuts():
+    from numpyro.infer import MCMC, NUTS
+
+    with jax.enable_x64(True), pytest.raises(RuntimeError, match="the fast tier samples no NUTS"):
+        sample_lanes(normal_model, {"y": np.zeros((2, 5))}, seed=0, config=LaneConfig(1, 5, 5))
+    mcmc = MCMC(NUTS(normal_model), num_warmup=5, num_samples=5, progress_bar=False)
+    with pytest.raises(RuntimeError, match="the fast tier samples no NUTS"):
+        mcmc.run(jax.random.PRNGKey(0), {"y": np.zeros(5)})
