@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.batched import LaneConfig
+from bayesmix.inference.lanes import LaneConfig
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 
 TARGET_SIZE = "1.2M"
@@ -64,8 +64,8 @@ class DemoSettings:
     budget: bool = True
 
     def pipeline(self, *, progress: bool | None = None):
-        """The :class:`bayesmix.pipeline.Pipeline` these settings describe."""
-        from bayesmix.pipeline import Pipeline
+        """The :class:`bayesmix.pipeline.nested.Pipeline` these settings describe."""
+        from bayesmix.pipeline.nested import Pipeline
 
         return Pipeline(target_size=target_parameters(self.target_size), target_step=self.target_step,
                         min_step=self.min_step, mode=self.mode, n_draws=self.n_draws, fit_config=self.fit_config,
@@ -105,8 +105,8 @@ def demo_table(*, seed: int = 0) -> tuple[pd.DataFrame, str]:
 
 def simulated_table(*, seed: int = 0) -> pd.DataFrame:
     """16 mixtures (uniform, five domain-led, ten Dirichlet) x 3 sizes x 10 checkpoints x
-    5 eval domains from :class:`bayesmix.simulate.NestedLaw`, named like the demo runs."""
-    from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+    5 eval domains from :class:`bayesmix.data.simulate.NestedLaw`, named like the demo runs."""
+    from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
     domains = ["code", "english", "spanish", "dictionary", "tables"]
     law = NestedLaw.random(domains, domains, seed=seed)
@@ -150,16 +150,12 @@ def held_out_truth(settings: DemoSettings) -> pd.DataFrame | None:
 
 
 def suggest_next(result, runs: pd.DataFrame, *, q: int, seed: int):
-    """The next ``q`` mixtures to run and the acquisition landscape, or ``(None, None, why)``."""
-    try:
-        from bayesmix import design
-    except ImportError:
-        return None, None, "Suggestions need bayesmix.design, which this installation lacks."
-    suggestions = design.suggest(result, q=q, seed=seed)
-    table = getattr(suggestions, "table", suggestions)
-    landscape = getattr(suggestions, "landscape", None)
-    note = getattr(suggestions, "note", "") or (f"The next {q} mixtures to run, chosen by batch log expected "
-                                                "improvement (qLogEI) over the predicted target-scale loss.")
+    """The next ``q`` mixtures to run, the acquisition landscape they were chosen from, and a note."""
+    from bayesmix.design.suggest import suggest_with_landscape
+
+    table, landscape = suggest_with_landscape(result, q=q, seed=seed)
+    note = (f"The next {q} mixtures to run, chosen by batch log expected improvement (qLogEI) over the "
+            "predicted target-scale loss.")
     return table, landscape, note
 
 
@@ -204,11 +200,11 @@ def run_demo(
     and the baseline at the target scale (:func:`train_at_target`, or ``verifier`` with
     its signature) and check the predictions against them too.
     """
-    from bayesmix.report import report_from_pipeline, write_report
+    from bayesmix.report.build import report_from_pipeline, write_report
 
     if live < 0:
         raise ValueError(f"live must be a non-negative number of rounds, got {live}")
-    from bayesmix.outputs import check_output_folder
+    from bayesmix.data.io import check_output_folder
 
     out = check_output_folder(out, files=OUTPUT_FILES)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +212,7 @@ def run_demo(
     if runs is None:
         runs, source = demo_table(seed=seed)
         truth = held_out_truth(settings) if truth is None else truth
-    from bayesmix.data import validate_runs, write_runs, write_table
+    from bayesmix.data.table import validate_runs, write_runs, write_table
 
     runs = validate_runs(runs)
     pipeline = settings.pipeline(progress=progress)
@@ -239,8 +235,6 @@ def run_demo(
         log(f"  pipeline fitted in {timings[f'pipeline fit {round_index}']:.0f} s "
             f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
         suggestions, landscape, note = suggest_next(result, runs, q=settings.q, seed=seed + round_index)
-        if live and suggestions is None:
-            raise RuntimeError(f"live rounds need suggestions: {note}")
     budget = None
     if settings.budget and settings.mode == "draws":
         t0 = time.perf_counter()
@@ -265,7 +259,7 @@ def run_demo(
         new = (verifier or train_at_target)(mixtures, settings=settings, workdir=out / "verify-work",
                                             progress=progress)
         truth = new if truth is None else pd.concat([truth, new], ignore_index=True)
-        from bayesmix.report import add_truth
+        from bayesmix.report.build import add_truth
 
         add_truth(report, result, truth, prob=report.prob, seed=seed)
         timings["verify"] = time.perf_counter() - t0

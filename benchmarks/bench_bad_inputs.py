@@ -27,8 +27,8 @@ from common import markdown_table  # noqa: E402
 
 def small_fit(folder: Path) -> Path:
     """One short-chain mixing-law fit of the example runs."""
-    from bayesmix.data import read_runs
-    from bayesmix.fit import fit
+    from bayesmix.data.table import read_runs
+    from bayesmix.inference.fit import fit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,7 +5,7 @@
 Fits the demo's pipeline (``bayesmix.demo.QUICK``: draws mode, its sampler settings) on the
 bundled proxy-run table and reports the seconds of every stage (step, size, mixing law,
 backtests) and whether each stage passes its convergence checks
-(:func:`bayesmix.pipeline.lanes_failed`: the warning block a user sees in the report).
+(:func:`bayesmix.pipeline.nested.lanes_failed`: the warning block a user sees in the report).
 Baseline in the same run: the point chain (``mode="point"``) with as many bootstrap
 resamples as the demo propagates draws.
 """
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
 
 from bayesmix.demo import QUICK, demo_table  # noqa: E402
-from bayesmix.pipeline import STAGES, lanes_failed  # noqa: E402
+from bayesmix.pipeline.runners import lanes_failed  # noqa: E402
+from bayesmix.pipeline.stages import STAGES  # noqa: E402
 
 
 def timed_fit(pipeline, runs, seed: int) -> dict:

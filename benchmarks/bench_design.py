@@ -16,7 +16,7 @@ simulated campaign on a known nested law.
   Reports the median number of runs until a run in the pool's best 1% is run
   (censored at the cap: ">cap") and the median regret curve (best loss run so
   far minus the pool's best). The M4 fits of all seeds of one round run as one
-  vmapped NUTS computation (:mod:`bayesmix.batched`). Baseline: random; target
+  vmapped NUTS computation (:mod:`bayesmix.inference.lanes`). Baseline: random; target
   qLogEI runs <= 1/3 of random's.
 * nested: campaigns on random nested laws (``NestedLaw.random``): every
   mixture is run at three proxy sizes with six checkpoints; the nested pipeline
@@ -43,13 +43,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_ANCHORS, markdown_table, regmix_eval_rows, write_json
 
-from bayesmix import candidates as cand
-from bayesmix.batched import LaneConfig, LaneSampler
-from bayesmix.design import suggest
+from bayesmix.design import candidates as cand
+from bayesmix.inference.lanes import LaneConfig, LaneSampler
+from bayesmix.design.suggest import suggest
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixing import m4_mean, m4_model
 from bayesmix.laws.mixtures import MIX_PREFIX
-from bayesmix.simplex import SimplexBounds
+from bayesmix.decide.simplex import SimplexBounds
 
 STRATEGIES = ("qlogei", "random", "algorithm2")
 
@@ -217,7 +217,7 @@ TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
 
 def true_optimum(law, bounds: SimplexBounds) -> tuple[np.ndarray, float]:
     """Minimum over the simplex of the law's overall loss at the target scale (projected Adam, many starts)."""
-    from bayesmix.simplex import minimise_on_simplex
+    from bayesmix.decide.simplex import minimise_on_simplex
 
     scale = jnp.asarray(law.scale_term(TARGET_SIZE, TARGET_STEP))
     c, t, w = jnp.asarray(law.c), jnp.asarray(law.t), jnp.asarray(law.weights)
@@ -232,9 +232,9 @@ def true_optimum(law, bounds: SimplexBounds) -> tuple[np.ndarray, float]:
 
 
 def bench_nested(args) -> dict:
-    from bayesmix.decide import optimum
-    from bayesmix.pipeline import Pipeline
-    from bayesmix.simulate import NestedLaw, simulate_campaign
+    from bayesmix.decide.decisions import optimum
+    from bayesmix.pipeline.nested import Pipeline
+    from bayesmix.data.simulate import NestedLaw, simulate_campaign
 
     steps = np.geomspace(1000, 30000, 6).astype(int)
     small = {"fit_config": LaneConfig(num_chains=2, num_warmup=300, num_samples=150),

@@ -53,13 +53,13 @@ from common import (
     write_json,
 )
 
-from bayesmix.data import validate_runs
-from bayesmix.diagnostics import diagnose
-from bayesmix.infer import SamplerConfig, posterior_draws, run_nuts
+from bayesmix.data.table import validate_runs
+from bayesmix.inference.diagnostics import diagnose
+from bayesmix.inference.nuts import SamplerConfig, posterior_draws, run_nuts
 from bayesmix.laws import get_law
 from bayesmix.laws.implicit import implicit_mean, implicit_model
 from bayesmix.laws.priors import resolve_priors
-from bayesmix.simulate import dirichlet_mixtures
+from bayesmix.data.simulate import dirichlet_mixtures
 
 LATENT = 30
 FIXED_SCALE = 5.0

@@ -79,9 +79,9 @@ def scores(draws: np.ndarray, observed: np.ndarray) -> dict:
 
 
 def run_split(runs, split: int, args, methods) -> list[dict]:
-    from bayesmix.bootstrap import bootstrap
-    from bayesmix.compare import loo_table
-    from bayesmix.fit import fit
+    from bayesmix.inference.bootstrap import bootstrap
+    from bayesmix.inference.compare import loo_table
+    from bayesmix.inference.fit import fit
 
     train_ids, test_ids = split_runs(sorted(runs["run"].unique()), seed=split)
     train = runs[runs["run"].isin(train_ids)]

@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 
 def run_split(runs, split: int, args) -> dict:
-    from bayesmix.fit import fit
+    from bayesmix.inference.fit import fit
 
     train_ids, test_ids = split_runs(sorted(runs["run"].unique()), seed=split)
     train = runs[runs["run"].isin(train_ids)]

@@ -40,13 +40,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_ANCHORS, markdown_table, write_json  # noqa: E402
 
-from bayesmix import stages as st  # noqa: E402
+from bayesmix.pipeline import stages as st  # noqa: E402
 from bayesmix.laws import resolve_priors  # noqa: E402
 from bayesmix.laws.mixtures import MIX_PREFIX  # noqa: E402
-from bayesmix.lanenoise import shrink_predictions  # noqa: E402
-from bayesmix.pipeline import Pipeline, StageOutput, fit_downstream, fit_step_curves, own_noise  # noqa: E402
-from bayesmix.pointchain import _bootstrap_stage  # noqa: E402
-from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign  # noqa: E402
+from bayesmix.pipeline.lanenoise import shrink_predictions  # noqa: E402
+from bayesmix.pipeline.nested import Pipeline  # noqa: E402
+from bayesmix.pipeline.runners import StageOutput, fit_downstream, fit_step_curves, own_noise  # noqa: E402
+from bayesmix.pipeline.pointchain import _bootstrap_stage  # noqa: E402
+from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign  # noqa: E402
 
 TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
 MODES = ("draws", "moments", "point")
@@ -132,10 +133,10 @@ def gemstones_table(path: Path) -> pd.DataFrame:
 
 
 def step_discrepancy(early: pd.DataFrame, plan, min_step: int, final_step: int, n: int) -> np.ndarray:
-    """Draws (n, 1) of the step stage's backtest discrepancy (:mod:`bayesmix.backtest`: the first
+    """Draws (n, 1) of the step stage's backtest discrepancy (:mod:`bayesmix.pipeline.backtest`: the first
     half of each early curve -> its last early checkpoint) at the distance log(final / last early)."""
-    from bayesmix.backtest import step_backtest
-    from bayesmix.discrepancy import Discrepancy
+    from bayesmix.pipeline.backtest import step_backtest
+    from bayesmix.pipeline.discrepancy import Discrepancy
 
     last = early.groupby("run")["step"].max()
     level = float(early.loc[early["step"] == early["run"].map(last), "loss"].median())

@@ -8,11 +8,11 @@ The bundled demo table is fitted with the demo's settings twice in one run:
   (the pipeline before schedules were recorded: a power law in steps).
 
 Each fit is checked twice: with the backtest-calibrated extrapolation discrepancy (as
-shipped, :mod:`bayesmix.discrepancy`) and with the laws' own posterior alone (``no
+shipped, :mod:`bayesmix.pipeline.discrepancy`) and with the laws' own posterior alone (``no
 discrepancy``: the same draws, the discrepancy left out).
 
 Each is checked against the bundled held-out runs at 1.2M parameters, step 2400
-(``bayesmix/data/demo_target_runs.parquet``, never fitted): coverage of the 90%
+(``bayesmix/data/bundled/demo_target_runs.parquet``, never fitted): coverage of the 90%
 intervals of the overall loss, MAE, mean miss, and whether the predicted order of
 the held-out mixtures matches the observed one (Spearman).
 
@@ -47,7 +47,7 @@ def check(name, runs, truth, settings, seed):
     """Fit once; rows (with the discrepancy, without it) and their per-run tables."""
     import dataclasses
 
-    from bayesmix.verify import coverage_summary, target_truth
+    from bayesmix.pipeline.verify import coverage_summary, target_truth
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():

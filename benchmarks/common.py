@@ -64,7 +64,7 @@ def regmix_eval_rows(anchors, eval_name: str) -> pd.DataFrame:
     import sys
     import warnings
 
-    from bayesmix.data import load_regmix
+    from bayesmix.data.table import load_regmix
 
     path = Path(anchors) / "regmix"
     if not path.is_dir():

@@ -1,4 +1,4 @@
-"""Build the bundled proxy-training corpus in ``bayesmix/data/corpus/``.
+"""Build the bundled proxy-training corpus in ``bayesmix/data/bundled/corpus/``.
 
 Five domains, each from openly licensed text found on a Debian system::
 
@@ -16,7 +16,7 @@ validation. The result is ``<domain>/{train,valid}.jsonl.xz`` (one
 
 Needs (Debian): ``apt-get install bible-kjv sword-text-sparv diatheke dict-gcide unicode-data``.
 
-    python scripts/make_corpus.py            # writes bayesmix/data/corpus
+    python scripts/make_corpus.py            # writes bayesmix/data/bundled/corpus
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "bayesmix" / "data" / "corpus"
+DEFAULT_OUT = ROOT / "bayesmix" / "data" / "bundled" / "corpus"
 VALID_EVERY = 20
 SEED = 20240607
 

@@ -1,5 +1,5 @@
-"""Make the bundled demo run tables ``bayesmix/data/demo_runs.parquet`` (fitted) and
-``bayesmix/data/demo_target_runs.parquet`` (held out at the target scale).
+"""Make the bundled demo run tables ``bayesmix/data/bundled/demo_runs.parquet`` (fitted) and
+``bayesmix/data/bundled/demo_target_runs.parquet`` (held out at the target scale).
 
 ``--part fitted``: a sweep on the bundled corpus: the uniform mixture (the natural
 baseline), one mixture led by each domain (80% on it, 5% on each other) and 10
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("fitted", "target"), default="fitted",
                         help="the fitted table (default) or the held-out target-scale runs")
-    parser.add_argument("--out", type=Path, help="default: bayesmix/data/demo_runs.parquet or "
+    parser.add_argument("--out", type=Path, help="default: bayesmix/data/bundled/demo_runs.parquet or "
                                                  "demo_target_runs.parquet")
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "bayesmix" / "demo-runs-work",
                         help="run state, for resuming (default ~/.cache/bayesmix/demo-runs-work)")
@@ -82,12 +82,12 @@ def main(argv=None) -> int:
         out = args.out or DEMO_TARGET_PATH
         rows = sweep({**led, **DEMO_TARGET_FACES}, [DEMO_TARGET_SIZE], out=out, **common, **DEMO_TARGET_SETTINGS)
     else:
-        out = args.out or ROOT / "bayesmix" / "data" / "demo_runs.parquet"
+        out = args.out or ROOT / "bayesmix" / "data" / "bundled" / "demo_runs.parquet"
         sweep(mixtures, args.sizes.split(","), out=out, **common, **settings)
         anneal = {name + DEMO_ANNEAL_SUFFIX: mix for name, mix in led.items()}
         rows = sweep(anneal, args.sizes.split(","), out=out, **common,
                      **dict(settings, plan_steps=DEMO_ANNEAL_SETTINGS["plan_steps"]))
-    from bayesmix.data import read_runs
+    from bayesmix.data.table import read_runs
 
     rows = read_runs(out)
     print(f"{len(rows)} rows, {rows['run'].nunique()} runs, {rows['step'].nunique()} checkpoints, "

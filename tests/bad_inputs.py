@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "bayesmix" / "data" / "example_runs.csv"
+EXAMPLE = REPO / "bayesmix" / "data" / "bundled" / "example_runs.csv"
 FAST = ["--chains", "1", "--warmup", "5", "--draws", "5", "--no-progress"]
 
 
@@ -181,7 +181,8 @@ def _fit_cases():
          "is also an input of this command"),
         ("compare-out-is-runs", "compare runs.csv --out runs.csv", "is also an input of this command"),
         ("compare-out-nc", "compare runs.csv --out r.nc", "the table is written as"),
-        ("pipeline-out-is-runs", "pipeline runs.csv --out runs.csv", "is also an input of this command"),
+        ("pipeline-predictions-is-runs", "pipeline runs.csv --predictions runs.csv", "is also an input of this command"),
+        ("pipeline-out-is-a-file", "pipeline runs.csv --out runs.csv", "--out runs.csv is a file, not a folder"),
         ("pipeline-json-is-runs", "pipeline runs.csv --json runs.csv", "the summary is written as .json"),
         ("pipeline-json-unwritable", f"pipeline runs.csv --json /proc/x.json", "cannot write in /proc"),
         ("demo-out-is-file", "demo --out runs.csv", "is a file, not a folder"),

@@ -35,7 +35,7 @@ MOCK_JITTER = 0.01  # relative spread of the mocked draws around the known param
 
 
 def mock_nuts(model, model_kwargs, *, seed, config, init_values=None, coords=None, dims=None, attrs=None):
-    """Stands in for :func:`bayesmix.infer.run_nuts` (same signature, same InferenceData groups)
+    """Stands in for :func:`bayesmix.inference.nuts.run_nuts` (same signature, same InferenceData groups)
     without sampling, in the manner of pymc-marketing's ``create_mock_fit``: the draws of every
     latent site are its known value (``init_values``: the point fit) times ``exp(MOCK_JITTER * z)``
     with z standard normal, and the deterministic sites, the log-likelihood and the posterior
@@ -102,8 +102,8 @@ def known_sites(model, model_kwargs, init_values, seed: int) -> dict:
 
 @contextlib.contextmanager
 def mocked_nuts():
-    """Inside this block, ``bayesmix.fit.fit`` draws at the point fit instead of running NUTS."""
-    with mock.patch("bayesmix.fit.run_nuts", mock_nuts):
+    """Inside this block, ``bayesmix.inference.fit.fit`` draws at the point fit instead of running NUTS."""
+    with mock.patch("bayesmix.inference.fit.run_nuts", mock_nuts):
         yield
 
 
@@ -127,7 +127,7 @@ def pytest_configure(config):
     """Every NUTS entry point (numpyro's MCMC, the vmapped lanes) raises inside a fast test."""
     from numpyro.infer import MCMC
 
-    from bayesmix.batched import LaneSampler
+    from bayesmix.inference.lanes import LaneSampler
 
     MCMC.run = _forbidden_in_fast_tier(MCMC.run, "numpyro MCMC")
     LaneSampler.__call__ = _forbidden_in_fast_tier(LaneSampler.__call__, "batched NUTS lanes")

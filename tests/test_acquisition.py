@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayesmix import acquisition as acq
+from bayesmix.design import acquisition as acq
 
 
 @pytest.fixture(autouse=True)

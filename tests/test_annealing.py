@@ -6,13 +6,13 @@ import jax
 import numpy as np
 import pytest
 
-from bayesmix import curves
-from bayesmix.batched import LaneConfig
-from bayesmix.data import RunTableError
+from bayesmix.pipeline import curves
+from bayesmix.inference.lanes import LaneConfig
+from bayesmix.data.table import RunTableError
 from bayesmix.laws import get_law, resolve_priors
 from bayesmix.laws.annealing import annealed_curves
-from bayesmix.schedule import Schedule
-from bayesmix.simulate import annealing_losses, simulate_annealing_runs
+from bayesmix.data.schedule import Schedule
+from bayesmix.data.simulate import annealing_losses, simulate_annealing_runs
 
 TRUTH = dict(floor=1.5, amplitude=0.8, exponent=0.5, anneal=0.4)
 LONG = Schedule("cosine", 1e-3, 20, 0.1, 1800)

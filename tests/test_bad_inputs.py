@@ -22,8 +22,8 @@ def folder(tmp_path_factory):
 def fit_path(tmp_path_factory):
     """A small mixing-law fit of the example runs at its point fit (:func:`conftest.mocked_nuts`),
     saved once."""
-    from bayesmix.data import read_runs
-    from bayesmix.fit import fit
+    from bayesmix.data.table import read_runs
+    from bayesmix.inference.fit import fit
     from bad_inputs import EXAMPLE
     from conftest import mocked_nuts
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.bootstrap import BootstrapResult, bootstrap, resample_runs
-from bayesmix.compare import held_out
-from bayesmix.simulate import dirichlet_mixtures
+from bayesmix.inference.bootstrap import BootstrapResult, bootstrap, resample_runs
+from bayesmix.inference.compare import held_out
+from bayesmix.data.simulate import dirichlet_mixtures
 
 DOMAINS = ["a", "b", "c"]
 T = np.array([-2.5, 0.5, 2.0])

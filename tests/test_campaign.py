@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix import candidates as cand
-from bayesmix.campaign import SEED_STRIDE, Campaign, CampaignError, default_fit_fn, pool_runner, proxy_runner
-from bayesmix.data import validate_runs
-from bayesmix.simplex import SimplexBounds
-from bayesmix.simulate import dirichlet_mixtures, m4_losses, simulate_mixing
+from bayesmix.design import candidates as cand
+from bayesmix.design.campaign import SEED_STRIDE, Campaign, CampaignError, default_fit_fn, pool_runner, proxy_runner
+from bayesmix.data.table import validate_runs
+from bayesmix.decide.simplex import SimplexBounds
+from bayesmix.data.simulate import dirichlet_mixtures, m4_losses, simulate_mixing
 
 DOMAINS = ["web", "code", "books"]
 COLS = [f"mix.{d}" for d in DOMAINS]
@@ -451,10 +451,10 @@ def test_resume_errors(tmp_path, pool_table):
 
 
 def test_default_fit_fn_passes_the_saved_options(monkeypatch):
-    import bayesmix.fit
+    import bayesmix.inference.fit
 
     seen = {}
-    monkeypatch.setattr(bayesmix.fit, "fit", lambda runs, **kw: seen.update(kw) or "fitted")
+    monkeypatch.setattr(bayesmix.inference.fit, "fit", lambda runs, **kw: seen.update(kw) or "fitted")
     fn = default_fit_fn({"law": "mix", "sampler": {"num_chains": 1}, "law_options": {"step": 1000}})
     assert fn(pd.DataFrame(), 11) == "fitted"
     assert seen == {"law": "mix", "seed": 11, "sampler": {"num_chains": 1}, "step": 1000}
@@ -469,7 +469,7 @@ TINY_NUTS = {"law": "mix", "sampler": {"num_chains": 1, "num_warmup": 100, "num_
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:law 'mix'. convergence diagnostics failed")  # 50 draws: low ESS expected
 def test_a_round_with_the_default_mixing_law_fit_saves_and_reloads_the_fit(tmp_path, pool_table, monkeypatch):
-    import bayesmix.fit
+    import bayesmix.inference.fit
 
     folder = tmp_path / "c"
     campaign = Campaign.create(folder, runner=pool_runner(pool_table), runs=first_runs(pool_table, 8), q=Q,
@@ -486,7 +486,7 @@ def test_a_round_with_the_default_mixing_law_fit_saves_and_reloads_the_fit(tmp_p
     def no_refit(*args, **kwargs):
         raise AssertionError("the saved fit should be loaded, not refitted")
 
-    monkeypatch.setattr(bayesmix.fit, "fit", no_refit)
+    monkeypatch.setattr(bayesmix.inference.fit, "fit", no_refit)
     resumed = Campaign.resume(folder, runner=pool_runner(pool_table))
     np.testing.assert_allclose(resumed.latest_fit().posterior()["t"], fit.posterior()["t"])
     assert resumed.step() == "suggest"

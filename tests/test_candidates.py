@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayesmix import candidates as cand
-from bayesmix.simplex import SimplexBounds, simplex_distance
+from bayesmix.design import candidates as cand
+from bayesmix.decide.simplex import SimplexBounds, simplex_distance
 
 
 def test_diminishing_levels_halve_down_to_the_grid():

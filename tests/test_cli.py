@@ -8,7 +8,7 @@ import pytest
 
 from bayesmix.cli import main
 
-EXAMPLE = "bayesmix/data/example_runs.csv"
+EXAMPLE = "bayesmix/data/bundled/example_runs.csv"
 FAST = ["--chains", "2", "--warmup", "150", "--draws", "150", "--no-progress"]
 
 

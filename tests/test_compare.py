@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from bayesmix.cli import main
-from bayesmix.compare import ParetoKWarning, compare_laws, held_out, loo_table, match_observations
-from bayesmix.simulate import dirichlet_mixtures
+from bayesmix.inference.compare import ParetoKWarning, compare_laws, held_out, loo_table, match_observations
+from bayesmix.data.simulate import dirichlet_mixtures
 
 pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
 

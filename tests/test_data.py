@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.data import (
+from bayesmix.data.table import (
     MIX_PREFIX,
     RunTableError,
     domains,
@@ -16,7 +16,6 @@ from bayesmix.data import (
     mixture_columns,
     read_runs,
     read_table,
-    require_levels,
     run_mixtures,
     run_sizes,
     to_wide,
@@ -240,25 +239,6 @@ def test_float_round_off_is_silent_and_validation_is_idempotent():
         once = validate_runs(df)
         twice = validate_runs(once)
     pd.testing.assert_frame_equal(twice, once, check_exact=True)
-
-
-# --------------------------------------------------------------------------- levels
-
-
-def test_require_levels_messages():
-    df = validate_runs(pd.concat([table(), table().query("run == 'a' and step == 10").assign(run="c", step=40)]))
-    require_levels(df, law="step", checkpoints=1, mixtures=2, sizes=2, evals=2)
-    with pytest.raises(RunTableError, match=r"^law 'mix' needs at least 5 distinct mixtures, the table has 2$"):
-        require_levels(df, law="mix", mixtures=5)
-    with pytest.raises(RunTableError, match=r"^law 'size' needs at least 3 distinct sizes, the table has 2$"):
-        require_levels(df, law="size", sizes=3)
-    with pytest.raises(RunTableError, match=r"^law 'mix' needs at least 3 distinct eval domains, the table has 2$"):
-        require_levels(df, law="mix", evals=3)
-    with pytest.raises(RunTableError, match=r"^law 'step' needs at least 3 checkpoints \(distinct steps\) per run; "
-                                            r"run\(s\) with fewer: c \(1\)$"):
-        require_levels(df, law="step", checkpoints=3)
-    with pytest.raises(RunTableError, match=r"run\(s\) with fewer: a \(3\), b \(3\), c \(1\)$"):
-        require_levels(df, law="step", checkpoints=4)
 
 
 # --------------------------------------------------------------------------- wide <-> long

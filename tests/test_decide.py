@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from bayesmix import decide
+from bayesmix.decide import decisions as decide
 
 
 def labelled(values: np.ndarray, mixtures: list[str], evals: list[str]) -> xr.DataArray:

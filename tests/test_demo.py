@@ -11,8 +11,8 @@ import pytest
 
 from bayesmix import demo
 from bayesmix.cli import main
-from bayesmix.data import validate_runs
-from bayesmix.report import SECTIONS
+from bayesmix.data.table import validate_runs
+from bayesmix.report.build import SECTIONS
 
 
 def test_target_parameters():
@@ -103,6 +103,7 @@ def test_demo_end_to_end_on_the_bundled_table(tmp_path):
     truth = [line for line in lines if line.startswith("checked against real target-scale runs: ")]
     assert len(truth) == 1 and "held-out target-scale runs lie inside their 90% interval" in truth[0]
     assert "Checked against real target-scale runs" in text and "face-no-prose@1.2M" in text
+    assert "Acquisition (log_ei) over candidate mixtures" in text  # the landscape the suggestions came from
 
 
 @pytest.mark.slow
@@ -115,7 +116,7 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
     """
     import dataclasses
 
-    from bayesmix.batched import LaneConfig
+    from bayesmix.inference.lanes import LaneConfig
     from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 
     runs = demo.simulated_table(seed=0)

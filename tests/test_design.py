@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
-from bayesmix.design import suggest
-from bayesmix.simplex import SimplexBounds
+from bayesmix.design.suggest import suggest, suggest_with_landscape
+from bayesmix.decide.simplex import SimplexBounds
 
 DOMAINS = ["web", "code", "books"]
 OPTIMUM = np.array([0.2, 0.5, 0.3])
@@ -56,6 +57,21 @@ def test_pool_suggestions_come_from_the_pool_and_skip_tried_ones():
     r = table[[f"mix.{d}" for d in DOMAINS]].to_numpy()
     np.testing.assert_allclose(r[0], pool[0])  # the pool's best is first
     assert not np.isclose(r, TRIED[0]).all(axis=1).any()
+
+
+def test_the_landscape_is_every_candidate_searched_with_its_own_acquisition():
+    pool = np.array([[0.2, 0.5, 0.3], [0.3, 0.3, 0.4], [0.8, 0.1, 0.1], [1 / 3, 1 / 3, 1 / 3]])
+    table, landscape = suggest_with_landscape(draws_fn, q=2, domains=DOMAINS, tried=TRIED, pool=pool, seed=0)
+    assert list(landscape.columns) == ["mixture", "mix.web", "mix.code", "mix.books", "log_ei", "suggested"]
+    np.testing.assert_allclose(landscape[[f"mix.{d}" for d in DOMAINS]].to_numpy(), pool[:3])  # the tried one left
+    assert np.isfinite(landscape["log_ei"]).all()
+    # the first pick is the candidate whose acquisition alone is largest, and it equals the table's log EI
+    best = int(landscape["log_ei"].to_numpy().argmax())
+    assert landscape["mixture"].iloc[best] == table["mixture"].iloc[0]
+    np.testing.assert_allclose(landscape["log_ei"].iloc[best], table["log_ei"].iloc[0], rtol=1e-9)
+    assert landscape["suggested"].sum() == 2 and set(landscape.loc[landscape["suggested"], "mixture"]) == set(
+        table["mixture"])
+    pd.testing.assert_frame_equal(suggest(draws_fn, q=2, domains=DOMAINS, tried=TRIED, pool=pool, seed=0), table)
 
 
 @pytest.mark.slow

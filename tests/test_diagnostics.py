@@ -6,7 +6,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from bayesmix.diagnostics import DiagnosticsError, DiagnosticsWarning, check, diagnose, treedepth_saturation
+from bayesmix.inference.diagnostics import DiagnosticsError, DiagnosticsWarning, check, diagnose, treedepth_saturation
 
 
 def idata_from(chains: np.ndarray, diverging=None, energy=None) -> az.InferenceData:

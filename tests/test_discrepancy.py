@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bayesmix.discrepancy import (Backtest, Discrepancy, point_grid, scale_posterior, tail_probability,
+from bayesmix.pipeline.discrepancy import (Backtest, Discrepancy, point_grid, scale_posterior, tail_probability,
                                   unit_field)
-from bayesmix.discrepancy import laplace_features
+from bayesmix.pipeline.discrepancy import laplace_features
 
 
 def misses(distance, miss) -> pd.DataFrame:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayesmix.fit import fit, load_fit, summarise_draws
-from bayesmix.infer import SamplerConfig
-from bayesmix.simulate import dirichlet_mixtures, simulate_mixing
+from bayesmix.inference.fit import fit, load_fit, summarise_draws
+from bayesmix.inference.nuts import SamplerConfig
+from bayesmix.data.simulate import dirichlet_mixtures, simulate_mixing
 from conftest import mocked_nuts
 
 TINY = dict(num_chains=2, num_warmup=150, num_samples=150)

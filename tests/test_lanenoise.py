@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix import stages as st
-from bayesmix.batched import LaneSamples
-from bayesmix.lanenoise import (
+from bayesmix.pipeline import stages as st
+from bayesmix.inference.lanes import LaneSamples
+from bayesmix.pipeline.lanenoise import (
     K_MIN,
     lane_ratios,
     noise_variance_factor,

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.data import RunTableError
-from bayesmix.fit import diagnostic_vars, fit
+from bayesmix.data.table import RunTableError
+from bayesmix.inference.fit import diagnostic_vars, fit
 from bayesmix.laws import get_law
 from bayesmix.laws.alternatives import m1_mean, m2_mean, m3_mean
 from bayesmix.laws.bimix import bimix_mean
 from bayesmix.laws.implicit import ImplicitLaw, implicit_mean
 from bayesmix.laws.priors import resolve_priors
-from bayesmix.simulate import dirichlet_mixtures
+from bayesmix.data.simulate import dirichlet_mixtures
 
 pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
 

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix import cli, decide
-from bayesmix.batched import LaneConfig
+from bayesmix import cli
+from bayesmix.decide import decisions as decide
+from bayesmix.inference.lanes import LaneConfig
 from bayesmix.laws.mixtures import MIX_PREFIX
-from bayesmix.pipeline import Pipeline
-from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+from bayesmix.pipeline.nested import Pipeline
+from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
 TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
 SMALL = dict(fit_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=150),
@@ -176,7 +177,7 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
 
 @pytest.mark.slow
 def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
-    from bayesmix.report import step_curve_draws, step_fan_chart
+    from bayesmix.report.build import step_curve_draws, step_fan_chart
 
     labels = point_result.step_shape["labels"]
     mixture, eval = str(labels["mixture"].iloc[0]), str(labels["eval"].iloc[0])
@@ -193,7 +194,7 @@ def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
 
 @pytest.mark.slow
 def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
-    from bayesmix.report import render_html, report_from_pipeline
+    from bayesmix.report.build import render_html, report_from_pipeline
 
     _, runs = campaign
     report = report_from_pipeline(point_result, baseline="m0", runs=runs, n_random=20, optimum=False,
@@ -268,7 +269,7 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     one.to_csv(path, index=False)
     out, summary = tmp_path / "pred.csv", tmp_path / "summary.json"
     code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--optimum", "--baseline", "m0",
-                     "--upper", "web=0.5", "--out", str(out), "--json", str(summary), "--no-progress"])
+                     "--r-max", "web=0.5", "--predictions", str(out), "--json", str(summary), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "predicted optimum" in printed and "prob_beats" in printed
@@ -279,6 +280,19 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     # a single scale: only the mixing law is replayed (every mixture left out once)
     assert "extrapolation backtests" in printed
     assert [row["stage"] for row in content["discrepancy"]] == ["mix"] and content["discrepancy"][0]["backtests"] == 8
+    # the saved pipeline feeds the other commands
+    fit_dir, nxt, report = tmp_path / "fit", tmp_path / "next.csv", tmp_path / "r.html"
+    code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--out", str(fit_dir),
+                     "--no-progress"])
+    assert code == 0 and f"saved the fitted pipeline to {fit_dir}" in capsys.readouterr().out
+    assert cli.main(["suggest", str(fit_dir), "--q", "2", "--steps", "0", "--out", str(nxt)]) == 0
+    assert len(pd.read_csv(nxt)) == 2
+    assert cli.main(["predict", str(fit_dir), "--mixtures", str(nxt), "--out", str(tmp_path / "p.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "p.csv")["mixture"]) == {"next1", "next2"}
+    assert cli.main(["report", str(fit_dir), "--runs", str(path), "--random", "20", "--suggestions", str(nxt),
+                     "--out", str(report)]) == 0
+    assert "pipeline folder" in report.read_text(encoding="utf-8")
+    capsys.readouterr()
     code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--no-discrepancy",
                      "--json", str(summary), "--no-progress"])
     assert code == 0 and "extrapolation backtests" not in capsys.readouterr().out
@@ -296,3 +310,25 @@ def test_cli_pipeline_errors_are_one_line(campaign, tmp_path, capsys):
     assert "one model size (20000000)" in err and "3 or more sizes" in err
     with pytest.raises(SystemExit):
         cli.main(["pipeline", str(path), "--target-size", "-3"])
+
+
+@pytest.mark.slow
+def test_a_saved_pipeline_predicts_suggests_and_reports_as_the_fitted_one(point_result, campaign, tmp_path):
+    from bayesmix import load_pipeline
+    from bayesmix.design.suggest import suggest
+
+    _, runs = campaign
+    point_result.save(tmp_path / "fit")
+    back = load_pipeline(tmp_path / "fit")
+    pd.testing.assert_frame_equal(back.predict(), point_result.predict())
+    pd.testing.assert_frame_equal(back.predict(kind="observation", seed=3), point_result.predict(kind="observation",
+                                                                                                  seed=3))
+    r = np.full((1, 3), 1 / 3)
+    np.testing.assert_allclose(np.asarray(back.loss_fn(seed=1)(r)), np.asarray(point_result.loss_fn(seed=1)(r)))
+    pd.testing.assert_frame_equal(back.stage_table(), point_result.stage_table())
+    pd.testing.assert_frame_equal(suggest(back, q=2, steps=0, seed=0), suggest(point_result, q=2, steps=0, seed=0))
+    assert back.discrepancy.table().equals(point_result.discrepancy.table())
+    report = report_from_pipeline(back, baseline="m0", runs=runs, n_random=20, optimum=False, n_multiplier=1)
+    assert "Extrapolation backtests" in render_html(report)
+    with pytest.raises(ValueError, match="is not a saved pipeline"):
+        load_pipeline(tmp_path / "nowhere")

@@ -10,14 +10,15 @@ import numpyro.distributions as dist
 import pandas as pd
 import pytest
 
-from bayesmix import stages as st
-from bayesmix.batched import LaneConfig, LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
-from bayesmix.budget import shares
-from bayesmix.curves import population_prior, robust_location_scale
-from bayesmix.data import RunTableError
+from bayesmix.pipeline import stages as st
+from bayesmix.inference.lanes import LaneConfig, LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
+from bayesmix.pipeline.budget import shares
+from bayesmix.pipeline.curves import population_prior, robust_location_scale
+from bayesmix.data.table import RunTableError
 from bayesmix.laws import resolve_priors
-from bayesmix.pipeline import Pipeline, lanes_failed
-from bayesmix.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
+from bayesmix.pipeline.nested import Pipeline
+from bayesmix.pipeline.runners import lanes_failed
+from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
 
 def normal_model(batch):
@@ -292,7 +293,7 @@ class RecordingBar:
 
 
 def test_iteration_bar_is_fed_by_the_host_callback_and_silent_when_not_interactive(monkeypatch):
-    import bayesmix.batched as batched
+    import bayesmix.inference.lanes as batched
 
     RecordingBar.made = []
     monkeypatch.setattr(batched, "tqdm", RecordingBar)
@@ -311,7 +312,7 @@ def test_iteration_bar_is_fed_by_the_host_callback_and_silent_when_not_interacti
 
 @pytest.mark.slow
 def test_compiled_nuts_reports_every_iteration_block_to_the_bar(monkeypatch):
-    import bayesmix.batched as batched
+    import bayesmix.inference.lanes as batched
 
     RecordingBar.made = []
     monkeypatch.setattr(batched, "tqdm", RecordingBar)

@@ -12,7 +12,7 @@ import xarray as xr
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from bayesmix import plots
+from bayesmix.report import figures as plots
 
 DOMAINS5 = ["code", "english", "spanish", "dictionary", "tables"]
 

@@ -4,7 +4,7 @@ import numpy as np
 from bayesmix.laws.base import pad_groups
 from bayesmix.laws.mixing import MixingLaw
 from bayesmix.laws.step import StepLaw
-from bayesmix.simulate import dirichlet_mixtures, simulate_curves, simulate_mixing
+from bayesmix.data.simulate import dirichlet_mixtures, simulate_curves, simulate_mixing
 
 
 def test_pad_groups_scatters_and_masks():

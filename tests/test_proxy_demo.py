@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayesmix.data import mixture_columns
+from bayesmix.data.table import mixture_columns
 from bayesmix.proxy.corpora import bundled_corpus
 from bayesmix.proxy.demo import BASELINE_MIXTURE, DEMO_RUNS_PATH, baseline_runs, demo_runs
 
@@ -34,7 +34,7 @@ def test_demo_table_covers_mixtures_sizes_checkpoints_and_domains(runs):
 
 
 def test_demo_table_records_each_run_schedule(runs):
-    from bayesmix.schedule import has_schedule, run_schedules
+    from bayesmix.data.schedule import has_schedule, run_schedules
 
     assert has_schedule(runs)
     plans = {run: s.plan_steps for run, s in run_schedules(runs).items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bayesmix.data import read_runs
+from bayesmix.data.table import read_runs
 from bayesmix.proxy import sweeps as sweep_module
 from bayesmix.proxy.cli import main as cli_main
 from bayesmix.proxy.mixtures import MixtureError

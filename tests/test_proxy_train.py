@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.data import MIX_PREFIX, read_runs, validate_runs
+from bayesmix.data.table import MIX_PREFIX, read_runs, validate_runs
 from bayesmix.proxy import SIZES, bundled_corpus
 from bayesmix.proxy.mixtures import MixtureError
 from bayesmix.proxy.schedule import checkpoint_steps
 from bayesmix.proxy.train import RunConflictError, TrainConfig, train_run
-from bayesmix.schedule import SCHEDULE_COLUMNS, Schedule, run_schedules
+from bayesmix.data.schedule import SCHEDULE_COLUMNS, Schedule, run_schedules
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(steps=24, plan_steps=60, batch_size=4, seq_len=32, checkpoints=4, eval_tokens=256, threads=1,

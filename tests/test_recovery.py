@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.fit import fit
-from bayesmix.simulate import dirichlet_mixtures, simulate_curves, simulate_mixing
+from bayesmix.inference.fit import fit
+from bayesmix.data.simulate import dirichlet_mixtures, simulate_curves, simulate_mixing
 
 pytestmark = pytest.mark.slow  # NUTS recovery of known parameters: the slow tier
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from bayesmix.cli import main
-from bayesmix.data import RunTableError, validate_runs
-from bayesmix.outputs import OutputError, atomic_write, check_output
+from bayesmix.data.table import RunTableError, validate_runs
+from bayesmix.data.io import OutputError, atomic_write, check_output
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "bayesmix" / "data" / "example_runs.csv"
+EXAMPLE = REPO / "bayesmix" / "data" / "bundled" / "example_runs.csv"
 TINY = dict(steps=12, plan_steps=30, batch_size=4, seq_len=32, checkpoints=3, eval_tokens=256, threads=1,
             progress=False)
 PAYLOAD = "<script>alert(1)</script>"
@@ -96,7 +96,7 @@ def test_train_does_not_claim_rows_are_in_an_out_it_could_not_write(tmp_path, mo
 
 
 def test_report_escapes_run_domain_eval_and_baseline_names(tmp_path):
-    from bayesmix import report as rp
+    from bayesmix.report import build as rp
 
     rng = np.random.default_rng(0)
     names = [PAYLOAD, "second", "third"]
@@ -203,14 +203,14 @@ def test_foreign_fit_files_give_one_line(command, tmp_path, capsys):
 def test_a_header_only_mixtures_file_is_an_error(tmp_path):
     mixtures = tmp_path / "m.csv"
     mixtures.write_text("mixture,web,code,books,papers\n")
-    from bayesmix.data import read_rows
+    from bayesmix.data.table import read_rows
 
     with pytest.raises(RunTableError, match=rf"^{mixtures}: the mixtures table has no rows \(only a header\)$"):
         read_rows(mixtures, "mixtures table")
 
 
 def test_a_domain_that_is_0_in_every_run_is_named_in_a_warning():
-    from bayesmix.fit import warn_absent_domains
+    from bayesmix.inference.fit import warn_absent_domains
 
     runs = pd.read_csv(EXAMPLE)
     runs = validate_runs(runs.assign(**{"mix.web": runs["mix.web"] + runs["mix.papers"], "mix.papers": 0.0}))
@@ -229,7 +229,7 @@ def _idata(y: np.ndarray, mean: np.ndarray, sd: float, seed: int = 0) -> az.Infe
 
 
 def test_loo_r2_is_near_1_for_a_law_that_fits_and_at_most_0_for_one_that_explains_nothing():
-    from bayesmix.diagnostics import adequacy_problems, loo_r2
+    from bayesmix.inference.diagnostics import adequacy_problems, loo_r2
 
     rng = np.random.default_rng(1)
     signal_ = np.linspace(2.5, 3.5, 20)
@@ -248,8 +248,8 @@ def test_loo_r2_is_near_1_for_a_law_that_fits_and_at_most_0_for_one_that_explain
 
 @pytest.mark.slow
 def test_a_law_fitted_to_unrelated_losses_is_flagged_in_diagnostics_and_report(tmp_path):
-    from bayesmix import report as rp
-    from bayesmix.fit import fit, load_fit
+    from bayesmix.report import build as rp
+    from bayesmix.inference.fit import fit, load_fit
 
     runs = pd.read_csv(EXAMPLE)
     runs["loss"] = 3.0 + np.random.default_rng(0).normal(0, 0.05, len(runs))  # unrelated to the mixture

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 from matplotlib.figure import Figure
 
-from bayesmix import report as rp
+from bayesmix.report import build as rp
 
 DOMAINS = ["code", "english", "spanish"]
 
@@ -212,7 +212,7 @@ def test_report_html_has_every_section_and_embeds_its_images():
 
 
 def test_report_shows_the_backtests_with_their_numbers():
-    from bayesmix.discrepancy import Backtest, Discrepancy
+    from bayesmix.pipeline.discrepancy import Backtest, Discrepancy
 
     misses = pd.DataFrame({"unit": ["a", "b", "c"], "distance": [0.7, 0.7, 0.7], "predicted": [2.0, 2.1, 2.2],
                            "observed": [1.9, 2.0, 2.15]})
@@ -289,8 +289,8 @@ def test_report_renders_in_a_headless_browser(tmp_path):
 def small_fit(tmp_path_factory):
     """A small three-domain mixing-law fit at its point fit (:func:`conftest.mocked_nuts`: the
     report is under test, not the sampler), saved to disk."""
-    from bayesmix.fit import fit
-    from bayesmix.simulate import dirichlet_mixtures, simulate_mixing
+    from bayesmix.inference.fit import fit
+    from bayesmix.data.simulate import dirichlet_mixtures, simulate_mixing
     from conftest import mocked_nuts
 
     mix = dirichlet_mixtures(10, DOMAINS, seed=0)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.data import RunTableError, validate_runs
+from bayesmix.data.table import RunTableError, validate_runs
 from bayesmix.proxy.schedule import lr_at
-from bayesmix.schedule import SCHEDULE_COLUMNS, Schedule, has_schedule, run_schedules, with_schedule
+from bayesmix.data.schedule import SCHEDULE_COLUMNS, Schedule, has_schedule, run_schedules, with_schedule
 
 COSINE = Schedule("cosine", peak_lr=1.0, warmup=10, final_ratio=0.1, plan_steps=110)
 

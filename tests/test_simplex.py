@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesmix.simplex import (
+from bayesmix.decide.simplex import (
     SimplexBounds,
     UnmovedOptimumWarning,
     descent_gain,

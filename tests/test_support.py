@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bayesmix.support import support_distance, total_variation, trust_radius
+from bayesmix.decide.support import support_distance, total_variation, trust_radius
 
 TRIED = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.25, 0.25]])
 
@@ -27,7 +27,7 @@ def test_radius_needs_two_mixtures():
 
 
 def test_outside_range_names_domains_cut_below_or_raised_above_every_tried_share():
-    from bayesmix.support import outside_range
+    from bayesmix.decide.support import outside_range
 
     # tried shares span domain 0: [0.5, 1], domain 1: [0, 0.5], domain 2: [0, 0.25]
     beyond = outside_range(np.array([[0.6, 0.3, 0.1], [0.4, 0.3, 0.3], [0.75, 0.25, 0.0]]), TRIED)

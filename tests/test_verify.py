@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.verify import coverage_summary, observed_at, truth_sentence
+from bayesmix.pipeline.verify import coverage_summary, observed_at, truth_sentence
 
 
 def _runs():

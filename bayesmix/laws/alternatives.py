@@ -33,7 +33,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmix.data import RunTableError
+from bayesmix.data.table import RunTableError
 from bayesmix.laws.base import LawData
 from bayesmix.laws.overall import OverallMixtureLaw
 from bayesmix.laws.pointfit import multistart_fit

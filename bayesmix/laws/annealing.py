@@ -5,7 +5,7 @@
 S1 is the forward area of the run's learning-rate schedule up to step s (the
 summed learning rate) and S2 its annealing area (the summed drops of the rate,
 accumulated with momentum); both come from the run's schedule spec in units of
-steps at the peak rate (:meth:`bayesmix.schedule.Schedule.areas`). A power law
+steps at the peak rate (:meth:`bayesmix.data.schedule.Schedule.areas`). A power law
 in steps cannot see the drop that a decaying learning rate brings late in a
 run; this law can, since S2 grows where the rate falls.
 
@@ -37,12 +37,12 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError
+from bayesmix.data.table import RunTableError
 from bayesmix.laws.base import LawData, Query, pad_groups
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import curve_sites, likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.step import StepLaw
-from bayesmix.schedule import ANNEAL_MOMENTUM, Schedule, has_schedule, run_schedules
+from bayesmix.data.schedule import ANNEAL_MOMENTUM, Schedule, has_schedule, run_schedules
 
 ANNEAL_MIN, ANNEAL_MAX = 1e-4, 5.0  # bounds of the point fit's anneal / level
 ANNEALED = 0.5  # a curve "saw an anneal" when its rate fell below this share of the peak

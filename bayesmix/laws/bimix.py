@@ -40,7 +40,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError, select_evals
+from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.overall import OVERALL, one_size, target_weights

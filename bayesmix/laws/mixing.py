@@ -24,14 +24,14 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 
-from bayesmix.data import RunTableError, select_evals
+from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
+from bayesmix.laws.overall import OVERALL
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import rows_at_step
 
-OVERALL = "overall"
 
 
 def m4_mean(r_centered, level, floor, t):

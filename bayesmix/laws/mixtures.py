@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MIX_PREFIX = "mix."
+from bayesmix.data.table import MIX_PREFIX
+
 
 
 def mix_columns(df: pd.DataFrame) -> list[str]:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from bayesmix.data import RunTableError, select_evals
+from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
 from bayesmix.laws.size import rows_at_step

@@ -11,7 +11,7 @@ import warnings
 
 import pandas as pd
 
-from bayesmix.data import RunTableError, select_evals
+from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
 from bayesmix.laws.powerlaw import PowerLaw

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bayesmix.data import RunTableError, select_evals
+from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData
 from bayesmix.laws.powerlaw import PowerLaw
 

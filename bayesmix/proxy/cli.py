@@ -121,7 +121,7 @@ def run_train(args) -> int:
         for d in corpus.domains:
             print(f"{d.name}\t{', '.join(str(p) for p in (*d.train, *d.valid))}")
         return 0
-    from bayesmix.outputs import TABLE_SUFFIXES, check_output, check_output_folder
+    from bayesmix.data.io import TABLE_SUFFIXES, check_output, check_output_folder
     from bayesmix.proxy.mixtures import mixture_label, parse_mixture, validate_mixture
     from bayesmix.proxy.sweeps import SweepError, default_workdir, sweep
 

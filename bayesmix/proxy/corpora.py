@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "corpus"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "bundled" / "corpus"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 COMPRESSIONS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 TABLE_SUFFIXES = (".jsonl", ".parquet", ".pq")
@@ -239,7 +239,7 @@ def corpus_from_directory(directory: str | Path, *, text_column: str = "text",
 
 
 def bundled_corpus() -> Corpus:
-    """The corpus shipped with the package (see ``bayesmix/data/corpus/PROVENANCE.md``)."""
+    """The corpus shipped with the package (see ``bayesmix/data/bundled/corpus/PROVENANCE.md``)."""
     manifest_path = BUNDLED_DIR / "manifest.json"
     if not manifest_path.is_file():
         raise CorpusError(f"the bundled corpus is missing ({manifest_path}); reinstall bayesmix")

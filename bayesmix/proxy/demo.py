@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-DEMO_RUNS_PATH = Path(__file__).resolve().parents[1] / "data" / "demo_runs.parquet"
+DEMO_RUNS_PATH = Path(__file__).resolve().parents[1] / "data" / "bundled" / "demo_runs.parquet"
 BASELINE_MIXTURE = "uniform"
 #: Training settings of every demo run: new runs made with them (for example by a
 #: closed-loop campaign, ``train_run(mixture, "200k", **DEMO_SETTINGS)``) are
@@ -27,7 +27,7 @@ DEMO_ANNEAL_SUFFIX = "-anneal800"
 #: Held-out runs at the demo's target scale (never fitted): 1.2M parameters, step 2400 of 2400.
 DEMO_TARGET_SETTINGS = dict(DEMO_SETTINGS, steps=2400)
 DEMO_TARGET_SIZE = "1.2M"
-DEMO_TARGET_PATH = Path(__file__).resolve().parents[1] / "data" / "demo_target_runs.parquet"
+DEMO_TARGET_PATH = Path(__file__).resolve().parents[1] / "data" / "bundled" / "demo_target_runs.parquet"
 #: The held-out target-scale mixtures: the uniform baseline, the domain-led ones (as in the
 #: fitted design) and mixtures on faces of the simplex that no fitted run visits.
 DEMO_TARGET_FACES = {
@@ -39,7 +39,7 @@ DEMO_TARGET_FACES = {
 
 def demo_runs() -> pd.DataFrame:
     """The demo run table, validated (``run, size, step, tokens, eval, loss, mix.*``)."""
-    from bayesmix.data import read_runs
+    from bayesmix.data.table import read_runs
 
     if not DEMO_RUNS_PATH.is_file():
         raise FileNotFoundError(f"the bundled demo run table is missing ({DEMO_RUNS_PATH}); reinstall bayesmix")
@@ -48,7 +48,7 @@ def demo_runs() -> pd.DataFrame:
 
 def demo_target_runs() -> pd.DataFrame:
     """The held-out target-scale runs (1.2M parameters, step 2400 of a 2400-step plan), validated."""
-    from bayesmix.data import read_runs
+    from bayesmix.data.table import read_runs
 
     if not DEMO_TARGET_PATH.is_file():
         raise FileNotFoundError(f"the bundled target-scale runs are missing ({DEMO_TARGET_PATH}); reinstall bayesmix")
@@ -60,7 +60,7 @@ def with_training_schedule(rows: pd.DataFrame, settings: dict) -> pd.DataFrame:
     (each run's peak rate from its model size): the same numbers as retraining them."""
     from bayesmix.proxy.model import SIZES
     from bayesmix.proxy.train import TrainConfig
-    from bayesmix.schedule import with_schedule
+    from bayesmix.data.schedule import with_schedule
 
     by_params = {s.non_embedding_params: s for s in SIZES.values()}
     config = TrainConfig().replace(**settings)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.data import MIX_PREFIX, read_table
+from bayesmix.data.keyvalues import parse_key_values
+from bayesmix.data.table import MIX_PREFIX, read_table
 
 SUM_TOLERANCE = 1e-3
 NAME_COLUMNS = ("name", "mixture", "run")
@@ -126,16 +127,7 @@ def read_mixtures(source) -> dict[str, dict[str, float]]:
 
 def parse_mixture(text: str) -> dict[str, float]:
     """``"code=0.5,english=0.5"`` -> ``{"code": 0.5, "english": 0.5}``."""
-    out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        if "=" not in item:
-            raise MixtureError(f"expected DOMAIN=PROPORTION, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise MixtureError(f"proportion of {key.strip()!r} is not a number: {value!r}") from None
-    return out
+    return parse_key_values(text, form="DOMAIN=PROPORTION", error=MixtureError)
 
 
 def design_mixtures(domains: list[str], n_random: int = 16, *, seed: int = 0, alpha: float = 1.0,

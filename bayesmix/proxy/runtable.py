@@ -1,6 +1,6 @@
 """Run-table rows of the proxy trainer and their atomic merging into a table file.
 
-Rows follow the package schema (:mod:`bayesmix.data`): ``run, size, step,
+Rows follow the package schema (:mod:`bayesmix.data.table`): ``run, size, step,
 tokens, eval, loss, mix.<domain>...``, one per (checkpoint, eval domain).
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayesmix.schedule import Schedule, with_schedule
+from bayesmix.data.schedule import Schedule, with_schedule
 
-from bayesmix.data import (MIX_PREFIX, SUFFIXES, RunTableError, mixture_columns, read_table, validate_runs,
+from bayesmix.data.table import (MIX_PREFIX, SUFFIXES, RunTableError, mixture_columns, read_table, validate_runs,
                            write_table)
-from bayesmix.outputs import check_output
+from bayesmix.data.io import check_output
 
 
 def checkpoint_rows(*, run: str, size: int, step: int, tokens: int, losses: Mapping[str, float],

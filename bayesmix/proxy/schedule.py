@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesmix.schedule import Schedule
+from bayesmix.data.schedule import Schedule
 
 
 def lr_at(step: int, *, peak: float, warmup: int, plan_steps: int, min_ratio: float = 0.1) -> float:
     """Learning rate of update number ``step`` (1-based) of the trainer's cosine schedule
-    (:class:`bayesmix.schedule.Schedule`)."""
+    (:class:`bayesmix.data.schedule.Schedule`)."""
     return float(cosine_schedule(peak=peak, warmup=warmup, plan_steps=plan_steps, min_ratio=min_ratio).lr(step))
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayesmix.data import validate_runs
-from bayesmix.progress import progress_enabled
+from bayesmix.data.table import validate_runs
+from bayesmix.inference.progress import progress_enabled
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.mixtures import MixtureError, read_mixtures, validate_mixture
 from bayesmix.proxy.model import get_size

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bayesmix.outputs import atomic_write
+from bayesmix.data.io import atomic_write
 from bayesmix.proxy.corpora import Corpus, CorpusError, Domain, domain_documents
 
 SPLIT_BLOCK = 8192

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bayesmix.data import read_table, validate_runs, write_table
-from bayesmix.outputs import atomic_write
-from bayesmix.progress import progress_enabled
+from bayesmix.data.table import read_table, validate_runs, write_table
+from bayesmix.data.io import atomic_write
+from bayesmix.inference.progress import progress_enabled
 from bayesmix.proxy.corpora import Corpus, load_corpus
 from bayesmix.proxy.evaluate import Evaluator
 from bayesmix.proxy.mixtures import MixtureError, mixture_label, validate_mixture
@@ -159,7 +159,7 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def schedule(self):
-        """The learning-rate schedule of a resolved config (:class:`bayesmix.schedule.Schedule`)."""
+        """The learning-rate schedule of a resolved config (:class:`bayesmix.data.schedule.Schedule`)."""
         return cosine_schedule(peak=self.lr, warmup=self.warmup, plan_steps=self.plan_steps,
                                min_ratio=self.min_lr_ratio)
 

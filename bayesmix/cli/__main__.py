@@ -1,0 +1,7 @@
+"""``python -m bayesmix.cli``."""
+
+import sys
+
+from bayesmix.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The next experiments: acquisition functions, candidate mixtures, suggestions and the closed loop."""

@@ -1,0 +1,318 @@
+"""Extrapolation discrepancy: how wrong a law's form is, learned from its own backtests.
+
+A law's posterior knows the noise of the data it was fitted on, not that its form may be
+wrong where it extrapolates. Each stage replays its own extrapolation inside the data
+(:mod:`bayesmix.pipeline.backtest`): stage s predicts units i it did not see at distance x_i
+(step: log step ratio; size: log size ratio; mix: total-variation distance to the nearest
+other mixture) and misses by m_i (observed - predicted overall loss). The misses set a
+systematic bias b_s and a discrepancy scale k_s, both per unit distance:
+
+    m_i ~ N(b_s x_i, noise_i^2 + (k_s x_i)^2),   b_s ~ N(0, prior_scale_s),  k_s ~ HalfNormal(prior_scale_s)
+
+``noise_i`` is the known part of miss i: the stage's in-sample residual sd of the overall
+loss and the spread of the replayed prediction itself (a residual bootstrap of the replayed
+fit), which the target's posterior already carries; only the excess is discrepancy. The posterior of (b_s, k_s) is computed on a grid (two
+dimensions: exact up to the grid). Without backtests (too few sizes, say) it is the prior.
+
+At the target, the overall loss of a mixture r carries
+
+    delta_d(r) = sum_s b_s,d x_s(r) + s_d(r) g_d(r),
+    s_d(r)^2 = (k_step,d x_step)^2 + (k_size,d x_size)^2 + (k_mix,d d(r))^2
+
+with (b_s,d, k_s,d) drawn from each posterior (so the tails are those of a scale mixture),
+x_step = log(S* / earliest last step of the runs handed downstream), x_size = |log(N* /
+nearest size)|, d(r) the distance of r to its nearest tried mixture, and g_d a
+unit-variance Gaussian field over the simplex with correlation exp(-TV(r, r') / length)
+(random Fourier features of the Laplace kernel in L1, normalised to unit variance at every
+r; length = the trust radius of :mod:`bayesmix.decide.support`): nearby mixtures err together, far
+ones independently, so P(r beats a tried baseline) widens with distance. The step and size
+biases shift every mixture alike and cancel in comparisons.
+
+A step or size stage that ran but could not be replayed (e.g. three model sizes: the
+size law needs three to fit and a fourth to predict) *borrows* the other log-ratio stage's
+spread: zero bias and k_d = sqrt(b_d^2 + k_d^2) of the lender's draws, i.e. the lender's
+root-mean-square miss per unit log ratio. Only when neither has backtests does a stage keep
+its prior.
+
+Prior scales are shares of the typical overall loss per unit distance (``PRIOR_SHARE``):
+3% per unit log ratio in steps or sizes (Ye et al. 2024's own 1B predictions missed by
+0.06-0.11 nats at a log size ratio near 1, on losses near 2.5-3), 10% per unit of total
+variation for the mixing law.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bayesmix.decide.support import support_distance, trust_radius
+
+STAGES = ("step", "size", "mix")
+PRIOR_SHARE = {"step": 0.03, "size": 0.03, "mix": 0.10}
+LOG_RATIO_STAGES = ("step", "size")  # stages whose distance is a log ratio: one may lend the other its spread
+DISTANCE = {"step": "log step ratio", "size": "log size ratio", "mix": "total-variation distance"}
+N_GRID = 512
+N_FEATURES = 256
+DEFAULT_LENGTH = 0.5  # correlation length (TV) of the field with fewer than two tried mixtures
+
+
+def scale_posterior(miss: np.ndarray, distance: np.ndarray, noise, prior_scale: float,
+                    n_grid: int = N_GRID) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid posterior of (bias, k) in ``m_i ~ N(bias x_i, noise_i^2 + (k x_i)^2)``, with
+    ``bias ~ N(0, prior_scale)`` and ``k ~ HalfNormal(prior_scale)``.
+
+    miss, distance: (n,) (n may be 0: the prior); noise: a scalar or (n,), the known part of
+    each miss's sd. Returns (bias grid (B,), k grid (G,), weights (B, G) summing to 1).
+    """
+    miss, distance = np.asarray(miss, float), np.asarray(distance, float)
+    noise = np.broadcast_to(np.asarray(noise, float), miss.shape)
+    if prior_scale <= 0 or not np.isfinite(prior_scale):
+        raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+    if miss.shape != distance.shape:
+        raise ValueError(f"miss {miss.shape} and distance {distance.shape} differ in shape")
+    reach = float(np.max(np.abs(miss) / np.maximum(distance, 1e-12))) if miss.size else 0.0
+    top = max(6.0 * prior_scale, 3.0 * reach)
+    bias, k = np.linspace(-top, top, n_grid + 1), np.linspace(0.0, top, n_grid)
+    sd = np.maximum(np.sqrt(noise[None, :] ** 2 + (k[:, None] * distance[None, :]) ** 2), 1e-12)  # (G, n)
+    log_lik = np.zeros((bias.size, k.size))
+    for start in range(0, miss.size, 64):  # (B, G) accumulated over chunks of misses
+        m, x, s = miss[start:start + 64], distance[start:start + 64], sd[:, start:start + 64]
+        z = (m[None, None, :] - bias[:, None, None] * x[None, None, :]) / s[None, :, :]
+        log_lik += (-0.5 * z**2 - np.log(s)[None, :, :]).sum(axis=-1)
+    log_post = (log_lik + stats.norm.logpdf(bias, 0, prior_scale)[:, None]
+                + stats.halfnorm.logpdf(k, 0, prior_scale)[None, :])
+    w = np.exp(log_post - log_post.max())
+    return bias, k, w / w.sum()
+
+
+def tail_probability(miss: np.ndarray, distance: np.ndarray, noise, bias: np.ndarray, k: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+    """Two-sided predictive tail probability of each miss (n,) under the grid posterior:
+    ``sum_bg w_bg 2 (1 - Phi(|m_i - b x_i| / sd_gi))``, ``sd_gi^2 = noise_i^2 + (k_g x_i)^2``."""
+    miss, distance = np.asarray(miss, float), np.asarray(distance, float)
+    noise = np.broadcast_to(np.asarray(noise, float), miss.shape)
+    sd = np.maximum(np.sqrt(noise[None, :] ** 2 + (k[:, None] * distance[None, :]) ** 2), 1e-12)  # (G, n)
+    out = np.zeros(miss.size)
+    for b, row in zip(bias, weights):
+        if row.sum() > 1e-12:
+            out += row @ (2 * stats.norm.sf(np.abs(miss - b * distance)[None, :] / sd))
+    return out
+
+
+def point_grid(bias: float = 0.0, k: float = 0.0):
+    """A grid posterior with all its mass at (bias, k)."""
+    return np.array([bias]), np.array([k]), np.ones((1, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Backtest:
+    """One stage's replayed extrapolation: ``misses`` (unit, distance, predicted, observed,
+    miss = observed - predicted, and optionally ``sd``: the spread of the replayed prediction
+    itself, e.g. from a residual bootstrap of the replayed fit), the stage's in-sample
+    ``noise`` sd, and the prior scale of the bias and of k. A miss's known sd is
+    ``sqrt(noise^2 + sd_i^2)``: only what exceeds the fit's own uncertainty is discrepancy
+    (the target's posterior already holds that uncertainty)."""
+
+    stage: str
+    misses: pd.DataFrame
+    noise: float
+    prior_scale: float
+
+    @property
+    def n(self) -> int:
+        return len(self.misses)
+
+    @property
+    def known_sd(self) -> np.ndarray:
+        """Each miss's sd without the discrepancy (n,): sqrt(noise^2 + sd_i^2)."""
+        sd = self.misses["sd"].to_numpy(float) if "sd" in self.misses else np.zeros(self.n)
+        return np.sqrt(self.noise**2 + sd**2)
+
+    @functools.cached_property
+    def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid posterior of (bias, k) (:func:`scale_posterior`)."""
+        m = self.misses
+        return scale_posterior(m["miss"].to_numpy(float), m["distance"].to_numpy(float), self.known_sd,
+                               self.prior_scale)
+
+    def draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n joint draws (bias, k) from the grid posterior (jittered within a grid cell)."""
+        bias, k, w = self.grid
+        cell = rng.choice(w.size, size=n, p=w.ravel())
+        b, g = np.unravel_index(cell, w.shape)
+        db, dk = bias[1] - bias[0], k[1] - k[0]
+        return (bias[b] + rng.uniform(-0.5, 0.5, n) * db,
+                np.maximum(k[g] + rng.uniform(-0.5, 0.5, n) * dk, 0.0))
+
+    def quantiles(self, name: str, q=(0.05, 0.5, 0.95)) -> np.ndarray:
+        """Posterior quantiles of ``"bias"`` or ``"k"``."""
+        bias, k, w = self.grid
+        values, marginal = (bias, w.sum(axis=1)) if name == "bias" else (k, w.sum(axis=0))
+        return np.interp(q, np.cumsum(marginal), values)
+
+    def moments(self) -> tuple[float, float]:
+        """(E[bias], E[bias^2] + E[k^2]): per unit distance, the discrepancy's mean and second moment."""
+        bias, k, w = self.grid
+        return float(bias @ w.sum(axis=1)), float(bias**2 @ w.sum(axis=1) + k**2 @ w.sum(axis=0))
+
+    def coverage(self, prob: float = 0.9, *, discrepancy: bool = True) -> float:
+        """Share of the backtest misses inside the central ``prob`` interval: with the
+        discrepancy (its posterior), or with the stage's noise alone (``discrepancy=False``)."""
+        if self.n == 0:
+            return float("nan")
+        m, x = self.misses["miss"].to_numpy(float), self.misses["distance"].to_numpy(float)
+        grid = self.grid if discrepancy else point_grid()
+        return float(np.mean(tail_probability(m, x, self.known_sd, *grid) >= 1 - prob))
+
+
+def laplace_features(n_domains: int, length: float, n_features: int, rng: np.random.Generator):
+    """Random Fourier features of ``exp(-TV(r, r') / length) = exp(-||r - r'||_1 / (2 length))``:
+    frequencies (J, M) ~ Cauchy(0, 1 / (2 length)) per coordinate, phases (J,) ~ U(0, 2 pi)."""
+    omega = stats.cauchy.rvs(scale=1.0 / (2.0 * length), size=(n_features, n_domains), random_state=rng)
+    return omega, rng.uniform(0.0, 2 * np.pi, n_features)
+
+
+def unit_field(r, omega, phase, coef):
+    """Unit-variance field at mixtures r (n, M) for every draw: coef (D, J) -> (D, n).
+
+    g_d(r) = coef_d . phi(r) / ||phi(r)||, phi_j(r) = cos(omega_j . r + phase_j): for
+    coef_d ~ N(0, I) exactly N(0, 1) at each r, correlated as the features' kernel."""
+    phi = jnp.cos(r @ omega.T + phase)  # (n, J)
+    phi = phi / jnp.linalg.norm(phi, axis=-1, keepdims=True)
+    return coef @ phi.T
+
+
+def tv_to_tried(r, tried):
+    """Distance of each mixture r (n, M) to its nearest tried mixture (k, M), in JAX: (n,)."""
+    return 0.5 * jnp.min(jnp.abs(r[:, None, :] - tried[None, :, :]).sum(-1), axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Discrepancy:
+    """The target-scale discrepancy of the overall loss (module docstring).
+
+    ``backtests``: per stage (stages that did not run are absent); ``target_distance``:
+    x_step and x_size at the target (0 for a skipped stage); ``tried`` (k, M): the mixtures
+    the mixing law saw; ``length``: the field's correlation length (TV).
+    """
+
+    backtests: dict[str, Backtest]
+    target_distance: dict[str, float]
+    tried: np.ndarray
+    length: float
+    seed: int = 0
+    lender: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(cls, backtests: dict[str, Backtest], target_distance: dict[str, float], tried: np.ndarray,
+              *, seed: int) -> "Discrepancy":
+        """The discrepancy of ``backtests`` (per stage that ran); a log-ratio stage without
+        backtests borrows from the other when that one has some (module docstring)."""
+        tried = np.asarray(tried, float)
+        length = trust_radius(tried) if len(tried) >= 2 else DEFAULT_LENGTH
+        lender = {}
+        for name in LOG_RATIO_STAGES:
+            other = next(o for o in LOG_RATIO_STAGES if o != name)
+            if name in backtests and backtests[name].n == 0 and other in backtests and backtests[other].n > 0:
+                lender[name] = other
+        return cls(dict(backtests), dict(target_distance), tried, max(float(length), 1e-3), seed, lender)
+
+    def stage_draws(self, n_draws: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(bias, k) draws (n_draws,) per stage (same seed: same numbers); a borrowing stage
+        gets bias 0 and k = sqrt(b^2 + k^2) of fresh draws of its lender."""
+        rng = np.random.default_rng(self.seed)
+        out = {}
+        for name in STAGES:
+            if name not in self.backtests:
+                continue
+            if name in self.lender:
+                b, k = self.backtests[self.lender[name]].draws(n_draws, rng)
+                out[name] = (np.zeros(n_draws), np.sqrt(b**2 + k**2))
+            else:
+                out[name] = self.backtests[name].draws(n_draws, rng)
+        return out
+
+    def stage_moments(self, name: str) -> tuple[float, float]:
+        """(mean, second moment) per unit distance of a stage's discrepancy (borrowed or own)."""
+        if name in self.lender:
+            return 0.0, self.backtests[self.lender[name]].moments()[1]
+        return self.backtests[name].moments()
+
+    def _parts(self, n_draws: int):
+        """Per draw: the shared mean and variance (step and size), the mixing law's (bias, k)
+        per unit distance, and the field's features and coefficients."""
+        draws = self.stage_draws(n_draws)
+        shift, shared = np.zeros(n_draws), np.zeros(n_draws)
+        for name in ("step", "size"):
+            if name in draws:
+                x = self.target_distance.get(name, 0.0)
+                shift += draws[name][0] * x
+                shared += (draws[name][1] * x) ** 2
+        mix_bias, mix_k = draws.get("mix", (np.zeros(n_draws), np.zeros(n_draws)))
+        rng = np.random.default_rng(self.seed + 1)
+        omega, phase = laplace_features(self.tried.shape[1], self.length, N_FEATURES, rng)
+        coef = rng.standard_normal((n_draws, N_FEATURES))
+        return shift, shared, mix_bias, mix_k, omega, phase, coef
+
+    def jax_fn(self, n_draws: int, idx: np.ndarray | None = None):
+        """A JAX function ``delta(r (n, M)) -> (draws, n)`` for draws ``idx`` of ``n_draws``."""
+        parts = self._parts(n_draws)
+        per_draw = [a if idx is None else a[idx] for a in (parts[0], parts[1], parts[2], parts[3], parts[6])]
+        shift, shared, mix_bias, mix_k, coef = (jnp.asarray(a) for a in per_draw)
+        omega, phase, tried = jnp.asarray(parts[4]), jnp.asarray(parts[5]), jnp.asarray(self.tried)
+
+        def delta(r):
+            d = tv_to_tried(r, tried)[None, :]  # (1, n)
+            s = jnp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
+            return shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
+
+        return delta
+
+    def draws(self, r: np.ndarray, n_draws: int) -> np.ndarray:
+        """delta_d(r) for d < n_draws at mixtures r (n, M): (n_draws, n)."""
+        with jax.enable_x64(True):
+            return np.asarray(self.jax_fn(n_draws)(jnp.asarray(np.atleast_2d(r), float)))
+
+    def moments(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sd of delta(r) (n,) under the posteriors, the stages taken as independent:
+        mean ``sum_s E[b_s] x_s``, variance ``sum_s (E[b_s^2] + E[k_s^2]) x_s^2 - mean^2`` per stage."""
+        d = support_distance(np.atleast_2d(np.asarray(r, float)), self.tried)
+        mean, var = np.zeros_like(d), np.zeros_like(d)
+        for name in self.backtests:
+            x = d if name == "mix" else self.target_distance.get(name, 0.0)
+            m1, m2 = self.stage_moments(name)
+            mean, var = mean + m1 * x, var + (m2 - m1**2) * x**2
+        return mean, np.sqrt(var)
+
+    def table(self, prob: float = 0.9) -> pd.DataFrame:
+        """One row per stage: backtests, the distances they covered, the largest miss, bias and
+        k per unit distance (5/50/95%), the distance at the target (the mixing stage's depends on
+        the mixture: NaN), the discrepancy's mean and sd there, and the backtests' coverage of
+        ``prob`` intervals without and with the discrepancy; ``source``: "backtests", "prior", or
+        the stage lending its spread."""
+        rows = []
+        for name, bt in self.backtests.items():
+            x = self.target_distance.get(name, np.nan)
+            m1, m2 = self.stage_moments(name)
+            source = self.lender.get(name, "backtests" if bt.n else "prior")
+            rows.append({"stage": name, "distance": DISTANCE[name], "source": source, "backtests": bt.n,
+                         "max_distance": float(bt.misses["distance"].max()) if bt.n else np.nan,
+                         "mean_miss": float(bt.misses["miss"].mean()) if bt.n else np.nan,
+                         "max_abs_miss": float(bt.misses["miss"].abs().max()) if bt.n else np.nan,
+                         "bias_median": np.nan if name in self.lender else bt.quantiles("bias")[1],
+                         **dict(zip(("k_lower", "k_median", "k_upper"),
+                                    np.full(3, np.nan) if name in self.lender else bt.quantiles("k"))),
+                         "target_distance": x, "target_mean": m1 * x, "target_sd": np.sqrt(m2 - m1**2) * x,
+                         "coverage_without": bt.coverage(prob, discrepancy=False),
+                         "coverage_with": bt.coverage(prob)})
+        return pd.DataFrame(rows)
+
+
+__all__ = ["Backtest", "Discrepancy", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",
+           "unit_field"]

@@ -1,0 +1,188 @@
+"""The nested pipeline: step law -> size law -> mixing law, uncertainty carried through.
+
+    result = Pipeline(target_size=1_000_000_000, target_step=100_000).fit(runs, seed=0)
+    result.predict()                         # overall and per-eval loss of every observed mixture
+    result.predict(mixtures=candidates)      # any mixture, with credible intervals
+    result.error_budget(seed=0)              # which stage the uncertainty comes from
+
+Stages (Ye et al. 2024, Algorithm 1): the step law per (run, eval) predicts every
+proxy run's loss at the target step S*; the size law per (mixture, eval),
+hierarchical over mixtures, predicts every mixture at the target size N*; the
+mixing law M4 over mixtures at (N*, S*) predicts any mixture.
+
+Propagation modes (same API):
+
+* ``draws`` (default): a cut posterior. D draws of stage k's predictions become
+  D datasets; stage k+1 is refitted on all of them in one vmapped NUTS run
+  (:mod:`bayesmix.inference.lanes`), and dataset d of stage k+2 is one draw of fit d's
+  predictive. The final predictive pools the D fits' draws:
+  ``p(L | data) = (1/D) sum_d p(L | y_d),  y_d ~ p(stage-k output | data)``.
+  A lane learns its noise from data that scatter by the upstream error too, so
+  its own spread would count that error a second time beside the spread between
+  lanes; each lane's draws are brought to the stage's own noise
+  (:mod:`bayesmix.pipeline.lanenoise`).
+* ``moments``: upstream predictive mean m_i and sd s_i enter the downstream
+  likelihood as known measurement error: ``y_i = m_i``,
+  ``sigma_i^2 = sigma_e^2 + s_i^2``; one fit per stage.
+* ``point``: the paper's chain of multi-start Huber point fits; intervals from a
+  residual bootstrap of the whole chain with ``n_draws`` resamples (the
+  non-Bayesian baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bayesmix.inference.lanes import LaneConfig
+from bayesmix.data.table import validate_runs
+from bayesmix.laws import resolve_priors
+from bayesmix.inference.progress import progress_enabled
+from bayesmix.data.schedule import Schedule
+from bayesmix.pipeline import stages as st
+from bayesmix.pipeline.pointchain import run_point_chain
+from bayesmix.pipeline.result import PipelineResult
+from bayesmix.pipeline.runners import (StageOutput, backtest_discrepancy, fit_step_curves, output_from_draws, run_mix, run_size,
+                                       step_labels, step_shape_from, summary_of, warn_rising, _check_lanes)
+
+
+MODES = ("draws", "moments", "point")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Settings of the nested pipeline; :meth:`fit` runs it on a run table.
+
+    ``target_size``/``target_step``: the scale to predict (``None``: the table's
+    only size / each run's last checkpoint). ``min_step``: checkpoints below it
+    are ignored by the step law. ``n_draws``: upstream draws D propagated (draws
+    mode) or bootstrap resamples (point mode). ``priors``: overrides per law,
+    ``{"step": {...}, "size": {...}, "mix": {...}}``. ``fit_config``: NUTS for
+    single fits (a stage whose input is deterministic, and every stage in
+    moments mode);
+    ``lane_config``: NUTS for each of the D lanes (few chains and draws: D fits
+    pooled give plenty); ``curve_config``: NUTS for each step-law curve.
+    ``weights``: eval weights of the overall loss. ``target_schedule``: the target
+    run's learning-rate schedule (:class:`bayesmix.data.schedule.Schedule`; ``None``: each
+    proxy run's own plan), used by the schedule-aware step law when the runs record
+    their schedules. ``discrepancy``: replay each stage's extrapolation inside the data and
+    carry the misses' bias and spread into every target-scale prediction
+    (:mod:`bayesmix.pipeline.backtest`, :mod:`bayesmix.pipeline.discrepancy`); off gives the laws' own posterior.
+    """
+
+    target_size: int | None = None
+    target_step: int | None = None
+    min_step: int = 1
+    target_schedule: Schedule | None = None
+    mode: str = "draws"
+    n_draws: int = 128
+    evals: tuple[str, ...] | None = None
+    weights: Mapping[str, float] | None = None
+    priors: Mapping[str, Mapping[str, float]] | None = None
+    fit_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=1000, num_samples=500)
+    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=100, num_samples=100)
+    curve_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=200, num_samples=100, dense_mass=True)
+    n_starts: int = 16
+    boot_starts: int = 4
+    strict: bool = False
+    progress: bool | None = None
+    discrepancy: bool = True
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if int(self.n_draws) < 2:
+            raise ValueError(f"n_draws must be at least 2, got {self.n_draws}")
+        for name, value in (("target_size", self.target_size), ("target_step", self.target_step)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value}")
+        unknown = sorted(set(self.priors or {}) - set(st.STAGES))
+        if unknown:
+            raise KeyError(f"priors are given per law {list(st.STAGES)}; unknown key(s) {unknown}")
+
+    def stage_priors(self, step_law: str = "step") -> dict[str, dict[str, float]]:
+        """Resolved priors of every stage's law (the step stage's: ``step_law``'s; unknown
+        names raise KeyError)."""
+        laws = {"step": step_law, "size": "size", "mix": "mix"}
+        return {name: resolve_priors(laws[name], (self.priors or {}).get(name)) for name in st.STAGES}
+
+    def fit(self, runs: pd.DataFrame, *, seed: int) -> PipelineResult:
+        """Run every needed stage on ``runs`` (tidy run table) and return the result."""
+        if seed is None:
+            raise ValueError("a seed is required")
+        runs = validate_runs(runs)
+        if self.evals is not None:
+            missing = sorted(set(self.evals) - set(runs["eval"].astype(str)))
+            if missing:
+                raise ValueError(f"eval domain(s) {missing} are not in the table")
+            runs = runs[runs["eval"].astype(str).isin(self.evals)]
+        plan = st.plan_stages(runs, target_size=self.target_size, target_step=self.target_step,
+                              target_schedule=self.target_schedule)
+        if self.mode == "point":
+            return run_point_chain(self, runs, plan, seed=seed)
+        return _run_bayes(self, runs, plan, seed=seed)
+
+
+def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int) -> PipelineResult:
+    """Draws and moments modes."""
+    rng = np.random.default_rng(seed)
+    priors = pipeline.stage_priors(plan.step_law)
+    runs_frame = st.run_mixtures_frame(runs)
+    stages, outputs, diagnostics, seconds = {}, {}, {}, {}
+    step_shape = None
+    bar = tqdm(total=3 + pipeline.discrepancy, desc="pipeline", disable=not progress_enabled(pipeline.progress))
+
+    t0 = time.perf_counter()
+    bar.set_postfix_str("step law")
+    if plan.step:
+        stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals, priors=priors["step"])
+        labels = step_labels(stage, runs_frame)
+        lanes, params, population = fit_step_curves(pipeline, stage, seed=seed)
+        with jax.enable_x64(True):
+            pred = st.predict_stage(stage, params)
+        lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
+        out, rows = output_from_draws(pipeline, labels, pred[:, stage.handed_off()], n_lanes=1, rng=rng)
+        step_shape = step_shape_from(stage, {k: v[rows] for k, v in params.items()}, labels)
+        stages["step"], diagnostics["step"] = stage, _check_lanes("step", lanes, pipeline.strict, per="curve")
+        diagnostics["step"]["population"] = population
+        diagnostics["step"]["rising"] = warn_rising(runs, pipeline.min_step)
+    else:
+        labels, observed = st.observed_at_target(runs, evals=pipeline.evals)
+        labels = st.with_mixtures(labels, runs_frame)
+        out = StageOutput(labels, observed[None], np.zeros_like(observed) if pipeline.mode == "moments" else None,
+                          summary_of(labels, observed[None]))
+    outputs["step"], seconds["step"] = out, time.perf_counter() - t0
+    bar.update()
+
+    t0 = time.perf_counter()
+    bar.set_postfix_str("size law")
+    if plan.size:
+        size = run_size(pipeline, plan, outputs["step"], priors["size"], seed=seed + 1, rng=rng)
+        stages["size"], outputs["size"], diagnostics["size"] = size.stage, size.output, size.diagnostics
+    seconds["size"] = time.perf_counter() - t0
+    bar.update()
+
+    t0 = time.perf_counter()
+    bar.set_postfix_str("mixing law")
+    up, unit = (outputs["size"], "mixture") if plan.size else (outputs["step"], "run")
+    mix = run_mix(pipeline, plan, up, unit, priors["mix"], seed=seed + 2, rng=rng)
+    diagnostics["mix"] = mix.diagnostics
+    stages["mix"] = mix.stage
+    seconds["mix"] = time.perf_counter() - t0
+    bar.update()
+    bar.set_postfix_str("backtests")
+    discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up.labels, up.values.mean(axis=0), unit),
+                                       priors, seconds, seed=seed + 3)
+    bar.update(int(pipeline.discrepancy))
+    bar.close()
+    return PipelineResult(pipeline, plan, stages, outputs, mix.params, mix.lane_of_draw, step_shape, diagnostics,
+                          seconds, mix.point, seed, mix.lane_ratio, discrepancy)
+
+
+__all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput"]

@@ -1,0 +1,1 @@
+"""The risk-aware report: its build, its figures and its HTML template."""
