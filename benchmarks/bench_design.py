@@ -45,7 +45,7 @@ from common import DEFAULT_ANCHORS, markdown_table, regmix_eval_rows, write_json
 
 from bayesmix.design import candidates as cand
 from bayesmix.inference.lanes import LaneConfig, LaneSampler
-from bayesmix.design.suggest import suggest
+from bayesmix.design.suggest import Search, suggest
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixing import m4_mean, m4_model
 from bayesmix.laws.mixtures import MIX_PREFIX
@@ -168,7 +168,7 @@ def bench_regmix(args) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = suggest(lane_draws_fn(draws, r0, s), q=args.q, domains=domains, tried=tried, pool=pool,
-                                seed=rnd, steps=0)
+                                seed=rnd, search=Search(steps=0))
             seqs[s] += [int(j) for j in table["mixture"]]
         t_acq = time.time() - t0
         found = np.mean([runs_to_find(sq, top) < np.inf for sq in seqs])
@@ -271,7 +271,7 @@ def bench_nested(args) -> dict:
                 if strategy == "qlogei":
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        table = suggest(result, q=args.nested_q, seed=rnd, steps=100, n_candidates=512)
+                        table = suggest(result, q=args.nested_q, seed=rnd, search=Search(steps=100, n_candidates=512))
                     new = table[[MIX_PREFIX + d for d in NESTED_DOMAINS]].to_numpy(float)
                 else:
                     new = cand.dirichlet(bounds, args.nested_q, seed=50 * s + rnd, concentration=1.0)

@@ -110,13 +110,22 @@ def test_qucb_single_point_matches_mean_and_sd():
     assert float(acq.qucb(draws, beta=4.0)) == pytest.approx(-2.0 + 2.0 * 0.3, abs=5e-3)
 
 
-def test_batch_acquisition_registry():
+def test_acquisition_objects_carry_their_settings():
     draws = jnp.array([[1.0, 3.0], [3.0, 1.5]])
-    assert float(acq.batch_acquisition("logei", 2.0)(draws)) == pytest.approx(float(acq.qlog_ei(draws, 2.0)))
-    assert float(acq.batch_acquisition("pi", 2.0)(draws)) == pytest.approx(float(acq.qlog_pi(draws, 2.0)))
-    assert float(acq.batch_acquisition("ucb", 2.0, beta=1.0)(draws)) == pytest.approx(float(acq.qucb(draws, beta=1.0)))
+    assert float(acq.get_acquisition("logei")(draws, 2.0)) == pytest.approx(float(acq.qlog_ei(draws, 2.0)))
+    assert float(acq.get_acquisition("pi")(draws, 2.0)) == pytest.approx(float(acq.qlog_pi(draws, 2.0)))
+    ucb = acq.get_acquisition("ucb", beta=1.0)
+    assert ucb == acq.qUCB(beta=1.0) and float(ucb(draws, 2.0)) == pytest.approx(float(acq.qucb(draws, beta=1.0)))
+    wide = acq.qLogEI(tau_relu=0.5, tau_max=0.2)
+    assert float(wide(draws, 2.0, 0.5)) == pytest.approx(float(acq.qlog_ei(draws, 2.0, scale=0.5, tau_relu=0.5,
+                                                                       tau_max=0.2)))
+    assert acq.get_acquisition(wide) is wide and hash(wide) == hash(acq.qLogEI(0.5, 0.2))  # a static jit argument
     with pytest.raises(ValueError, match="unknown acquisition 'ei'; choose one of"):
-        acq.batch_acquisition("ei", 2.0)
+        acq.get_acquisition("ei")
+    with pytest.raises(ValueError, match=r"acquisition 'ucb' takes \['beta'\]; unknown setting\(s\) \['tau_max'\]"):
+        acq.get_acquisition("ucb", tau_max=0.1)
+    with pytest.raises(ValueError, match="go with an acquisition name, not an object"):
+        acq.get_acquisition(wide, beta=1.0)
 
 
 def test_fat_pieces():

@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 from bayesmix.decide import decisions as decide
+from bayesmix.decide.simplex import SimplexBounds
 
 
 def labelled(values: np.ndarray, mixtures: list[str], evals: list[str]) -> xr.DataArray:
@@ -59,29 +60,6 @@ def test_cvar_is_the_mean_of_the_upper_tail():
     assert decide.cvar(values, 0.8)[0] == pytest.approx(9.5)
 
 
-def test_projection_lands_in_the_bounded_simplex():
-    lo, hi = np.array([0.0, 0.1, 0.0]), np.array([0.5, 1.0, 0.2])
-    with jax.enable_x64(True):
-        for v in ([0.9, 0.9, 0.9], [-1.0, 2.0, 0.5], [0.3, 0.5, 0.2]):
-            r = np.asarray(decide.project(jnp.asarray(v), jnp.asarray(lo), jnp.asarray(hi)))
-            assert r.sum() == pytest.approx(1.0, abs=1e-10)
-            assert np.all(r >= lo - 1e-12) and np.all(r <= hi + 1e-12)
-        # a feasible point is its own projection
-        r = np.asarray(decide.project(jnp.asarray([0.3, 0.5, 0.2]), jnp.asarray(lo), jnp.asarray(hi)))
-        np.testing.assert_allclose(r, [0.3, 0.5, 0.2], atol=1e-10)
-
-
-def test_simplex_bounds_errors():
-    with pytest.raises(ValueError, match="no mixture satisfies the bounds"):
-        decide.simplex_bounds(["a", "b"], lower={"a": 0.7, "b": 0.5})
-    with pytest.raises(ValueError, match="unknown domain"):
-        decide.simplex_bounds(["a", "b"], upper={"c": 0.5})
-    with pytest.raises(ValueError, match="0 <= lower <= upper <= 1"):
-        decide.simplex_bounds(["a", "b"], lower={"a": 0.6}, upper={"a": 0.4})
-    lo, hi = decide.simplex_bounds(["a", "b", "c"], fixed={"c": 0.2})
-    assert lo[2] == hi[2] == 0.2
-
-
 def quadratic_loss(target: np.ndarray, n_draws: int = 50, seed: int = 0):
     """Draws of ``3 + |r - target|^2 + noise_d``: the mean is minimised at ``target``."""
     noise = jnp.asarray(np.random.default_rng(seed).normal(0, 0.01, n_draws))
@@ -104,7 +82,8 @@ def test_optimum_finds_an_interior_minimum_and_moves():
 def test_optimum_respects_bounds_and_fixed_domains():
     target = np.array([0.7, 0.2, 0.1])
     with jax.enable_x64(True):
-        best = decide.optimum(quadratic_loss(target), ["a", "b", "c"], upper={"a": 0.4}, fixed={"c": 0.1},
+        bounds = SimplexBounds(["a", "b", "c"], r_max={"a": 0.4}, fixed={"c": 0.1})
+        best = decide.optimum(quadratic_loss(target), ["a", "b", "c"], bounds=bounds,
                               n_candidates=64, seed=2)
     # constrained optimum: a at its cap, c fixed, b takes the rest
     np.testing.assert_allclose(best.mixture.to_numpy(), [0.4, 0.5, 0.1], atol=5e-3)

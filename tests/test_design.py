@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix.design.suggest import suggest, suggest_with_landscape
+from bayesmix.design.suggest import Search, suggest, suggest_settings, suggest_with_landscape
 from bayesmix.decide.simplex import SimplexBounds
+from bayesmix.design import acquisition as acq
 
 DOMAINS = ["web", "code", "books"]
 OPTIMUM = np.array([0.2, 0.5, 0.3])
@@ -44,7 +45,7 @@ def test_suggestions_respect_bounds_sum_to_one_and_move_towards_the_optimum():
 @pytest.mark.slow
 def test_suggestions_are_not_repeats_of_tried_mixtures_nor_of_each_other():
     tried = np.vstack([TRIED, [OPTIMUM]])  # the optimum itself has been run already
-    table = suggest(draws_fn, q=4, domains=DOMAINS, tried=tried, seed=1, min_distance=0.05)
+    table = suggest(draws_fn, q=4, domains=DOMAINS, tried=tried, seed=1, search=Search(min_distance=0.05))
     assert (table["distance_to_tried"] >= 0.05 - 1e-9).all()
     r = table[[f"mix.{d}" for d in DOMAINS]].to_numpy()
     pairwise = 0.5 * np.abs(r[:, None, :] - r[None, :, :]).sum(axis=-1)
@@ -91,6 +92,18 @@ def test_suggest_is_reproducible_with_a_seed():
 def test_suggest_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         suggest(draws_fn, **{"domains": DOMAINS, "tried": TRIED, **kwargs})
+
+
+def test_flat_options_become_search_settings_and_an_acquisition_object():
+    kwargs = suggest_settings({"steps": 10, "n_starts": 2, "eval": "web", "max_draws": 50, "acquisition": "ucb",
+                               "beta": 3.0})
+    assert kwargs == {"search": Search(steps=10, n_starts=2), "eval": "web", "max_draws": 50,
+                      "acquisition": acq.qUCB(beta=3.0)}
+    assert suggest_settings({}) == {"acquisition": acq.qLogEI()}
+    with pytest.raises(ValueError, match=r"acquisition 'logei' takes \['tau_max', 'tau_relu'\]; unknown setting"):
+        suggest_settings({"stepz": 10})
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['steps'\]; objective options are"):
+        suggest(draws_fn, q=1, domains=DOMAINS, steps=3)
 
 
 def test_a_function_without_domains_is_refused():

@@ -315,7 +315,8 @@ def test_cli_pipeline_errors_are_one_line(campaign, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_saved_pipeline_predicts_suggests_and_reports_as_the_fitted_one(point_result, campaign, tmp_path):
     from bayesmix import load_pipeline
-    from bayesmix.design.suggest import suggest
+    from bayesmix.design.suggest import Search, suggest
+    from bayesmix.report.build import render_html, report_from_pipeline
 
     _, runs = campaign
     point_result.save(tmp_path / "fit")
@@ -326,7 +327,8 @@ def test_a_saved_pipeline_predicts_suggests_and_reports_as_the_fitted_one(point_
     r = np.full((1, 3), 1 / 3)
     np.testing.assert_allclose(np.asarray(back.loss_fn(seed=1)(r)), np.asarray(point_result.loss_fn(seed=1)(r)))
     pd.testing.assert_frame_equal(back.stage_table(), point_result.stage_table())
-    pd.testing.assert_frame_equal(suggest(back, q=2, steps=0, seed=0), suggest(point_result, q=2, steps=0, seed=0))
+    pd.testing.assert_frame_equal(suggest(back, q=2, search=Search(steps=0), seed=0),
+                                  suggest(point_result, q=2, search=Search(steps=0), seed=0))
     assert back.discrepancy.table().equals(point_result.discrepancy.table())
     report = report_from_pipeline(back, baseline="m0", runs=runs, n_random=20, optimum=False, n_multiplier=1)
     assert "Extrapolation backtests" in render_html(report)

@@ -73,6 +73,7 @@ def run(args) -> int:
     from bayesmix.inference.lanes import LaneConfig
     from bayesmix.data.table import read_rows, read_runs, write_table
     from bayesmix.decide.decisions import effective_compute_multiplier, predicted_optimum, prob_beats
+    from bayesmix.decide.simplex import SimplexBounds
     from bayesmix.data.io import JSON_SUFFIXES, TABLE_SUFFIXES, atomic_write, check_output, same_file
     from bayesmix.data.store import check_result_folder
     from bayesmix.pipeline.nested import Pipeline
@@ -134,7 +135,8 @@ def run(args) -> int:
         print(budget.recommendation)
         summary["budget"] = budget.to_dict()
     if args.optimum:
-        best, opt_table = predicted_optimum(result, lower=args.r_min, upper=args.r_max, fixed=args.fixed,
+        bounds = SimplexBounds(result.domains, r_min=args.r_min, r_max=args.r_max, fixed=args.fixed)
+        best, opt_table = predicted_optimum(result, bounds=bounds,
                                             baseline=args.baseline, prob=args.prob, seed=args.seed)
         print("\npredicted optimum:", ", ".join(f"{d}={v:.3f}" for d, v in best.mixture.items()),
               "" if best.moved else "  (refinement did not move from its start: check the fit)")

@@ -71,7 +71,7 @@ def build_bounds(args, domains: list[str]):
 
 def run(args) -> int:
     from bayesmix.data.table import read_rows, write_table
-    from bayesmix.design.suggest import suggest
+    from bayesmix.design.suggest import Search, suggest
     from bayesmix.pipeline.store import load_result
     from bayesmix.data.io import TABLE_SUFFIXES, check_output
 
@@ -95,7 +95,7 @@ def run(args) -> int:
     table = suggest(result, q=args.q, bounds=bounds, seed=args.seed, acquisition=args.acquisition, eval=args.eval,
                     pool=read_rows(args.pool, "pool of mixtures") if args.pool else None,
                     candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
-                    steps=args.steps, max_draws=args.draws, prob=args.prob)
+                    search=Search(steps=args.steps), max_draws=args.draws, prob=args.prob)
     attrs = table.attrs
     print(f"incumbent: {attrs['incumbent_mixture']} (posterior mean {attrs['incumbent']:.4f}, eval {attrs['eval']}); "
           f"bounds {bounds!r}")

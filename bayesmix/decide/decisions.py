@@ -2,12 +2,12 @@
 
 Every function works on labelled draws, so it can be checked on hand-built
 posteriors; the ``*_from`` helpers at the end read them off a fitted
-:class:`bayesmix.pipeline.nested.PipelineResult`.
+:class:`bayesmix.pipeline.result.PipelineResult`.
 
 * :func:`prob_beats`, :func:`rank_mixtures`: P(L_m < L_baseline) from joint
   draws; ranking by posterior mean, upper quantile and CVaR.
 * :func:`optimum`: minimise a statistic of the predicted loss over the simplex
-  with per-domain bounds (Dirichlet candidates, projected-gradient refinement,
+  within :class:`bayesmix.decide.simplex.SimplexBounds` (Dirichlet candidates, projected-Adam refinement,
   constraints checked).
 * :func:`compute_multiplier`: the effective compute multiplier (the paper's
   "as good as 1.48x more steps"): the k with ``L_base(k S*) = L_m(S*)`` through
@@ -20,7 +20,7 @@ posteriors; the ``*_from`` helpers at the end read them off a fitted
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesmix.decide.simplex import SimplexBounds, minimise_on_simplex
 from bayesmix.laws.mixtures import MIX_PREFIX
 
 # ---------------------------------------------------------------- comparisons
@@ -103,45 +104,6 @@ def rank_mixtures(draws: xr.DataArray, *, baseline: str | None = None, eval: str
 # ---------------------------------------------------------------- constrained simplex
 
 
-def simplex_bounds(domains: list[str], lower: Mapping[str, float] | None = None,
-                   upper: Mapping[str, float] | None = None,
-                   fixed: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-domain bounds (lo, hi) from dicts; ``fixed`` sets lo = hi. Checks feasibility."""
-    lo, hi = np.zeros(len(domains)), np.ones(len(domains))
-    for name, mapping in (("lower", lower), ("upper", upper), ("fixed", fixed)):
-        unknown = sorted(set(mapping or {}) - set(domains))
-        if unknown:
-            raise ValueError(f"{name} names unknown domain(s) {unknown}; domains are {domains}")
-    for j, d in enumerate(domains):
-        lo[j] = (lower or {}).get(d, 0.0)
-        hi[j] = (upper or {}).get(d, 1.0)
-        if fixed and d in fixed:
-            lo[j] = hi[j] = fixed[d]
-    if np.any(lo < 0) or np.any(hi > 1) or np.any(lo > hi):
-        raise ValueError(f"bounds must satisfy 0 <= lower <= upper <= 1; got lower {lo.tolist()}, upper {hi.tolist()}")
-    if lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
-        raise ValueError(f"no mixture satisfies the bounds: lower bounds sum to {lo.sum():.3f} and upper bounds "
-                         f"to {hi.sum():.3f}; need sum(lower) <= 1 <= sum(upper)")
-    return lo, hi
-
-
-def project(v: jax.Array, lo: jax.Array, hi: jax.Array, iters: int = 60) -> jax.Array:
-    """Euclidean projection of v (M,) onto {r: sum r = 1, lo <= r <= hi}.
-
-    r = clip(v - tau, lo, hi) with tau found by bisection (sum is decreasing in tau).
-    """
-    a, b = jnp.min(v - hi) - 1.0, jnp.max(v - lo) + 1.0
-
-    def body(_, ab):
-        a, b = ab
-        mid = 0.5 * (a + b)
-        too_big = jnp.sum(jnp.clip(v - mid, lo, hi)) > 1.0
-        return jnp.where(too_big, mid, a), jnp.where(too_big, b, mid)
-
-    a, b = jax.lax.fori_loop(0, iters, body, (a, b))
-    return jnp.clip(v - 0.5 * (a + b), lo, hi)
-
-
 @dataclasses.dataclass(frozen=True)
 class Optimum:
     """The best mixture found: ``mixture`` (domain -> proportion), the objective
@@ -171,59 +133,39 @@ def _statistic(stat: str, q: float) -> Callable:
     raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
 
 
-def optimum(loss_fn: Callable, domains: list[str], *, lower=None, upper=None, fixed=None, stat: str = "mean",
+def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | None = None, stat: str = "mean",
             q: float = 0.9, n_candidates: int = 2048, n_refine: int = 8, steps: int = 200, lr: float = 0.02,
             seed: int = 0) -> Optimum:
-    """Minimise ``stat`` of the predicted loss over the bounded simplex.
+    """Minimise ``stat`` of the predicted loss over the simplex within ``bounds`` (default: none).
 
     ``loss_fn(r (n, M)) -> (draws, n)`` must be a JAX function (e.g.
     ``PipelineResult.loss_fn()``). Candidates: Dirichlet(1) draws and the uniform
-    mixture, projected onto the bounds; the ``n_refine`` best
-    are refined by projected gradient descent (``steps`` steps, step ``lr``
-    scaled by the gradient's norm) and the best point visited is returned.
+    mixture, projected onto the bounds; the ``n_refine`` best are refined by
+    :func:`bayesmix.decide.simplex.minimise_on_simplex` (``steps`` steps of projected Adam,
+    step ``lr``) and the best point visited is returned.
     Run inside ``jax.enable_x64(True)`` for float64.
     """
-    lo, hi = simplex_bounds(domains, lower, upper, fixed)
-    M = len(domains)
     statistic = _statistic(stat, q)
+    bounds = SimplexBounds(domains) if bounds is None else bounds
+    if list(bounds.domains) != list(domains):
+        raise ValueError(f"bounds are over domains {bounds.domains}, the loss over {list(domains)}")
+    M = len(domains)
     rng = np.random.default_rng(seed)
     # no vertices among the starts: an optimum at a corner is reached by refinement, so a
     # result equal to its start keeps meaning "refinement did nothing" (a bug signal)
-    cands = np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M)])
-    lo_j, hi_j = jnp.asarray(lo), jnp.asarray(hi)
-    proj = jax.jit(jax.vmap(lambda v: project(v, lo_j, hi_j)))
-    cands = proj(jnp.asarray(cands))
-    values = jnp.concatenate([statistic(loss_fn(chunk)) for chunk in jnp.array_split(cands, max(1, len(cands) // 256))])
-    order = jnp.argsort(values)[:n_refine]
-    starts = cands[order]
+    cands = bounds.project(np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M)]))
+    values = np.concatenate([np.asarray(statistic(loss_fn(jnp.asarray(chunk))))
+                             for chunk in np.array_split(cands, max(1, len(cands) // 256))])
+    starts = cands[np.argsort(values, kind="stable")[:n_refine]]
 
     def objective(r):
         return statistic(loss_fn(r[None, :]))[0]
 
-    grad = jax.grad(objective)
-
-    def refine(r0):
-        def step(carry, i):
-            r, best_r, best_v = carry
-            g = grad(r)
-            g = g - jnp.mean(g)  # direction within the simplex plane
-            r = project(r - lr / (1.0 + 0.02 * i) * g / (jnp.linalg.norm(g) + 1e-12), lo_j, hi_j)
-            v = objective(r)
-            better = v < best_v
-            return (r, jnp.where(better, r, best_r), jnp.where(better, v, best_v)), None
-
-        v0 = objective(r0)
-        (_, best_r, best_v), _ = jax.lax.scan(step, (r0, r0, v0), jnp.arange(steps))
-        return best_r, best_v, v0
-
-    best_r, best_v, start_v = jax.jit(jax.vmap(refine))(starts)
-    k = int(jnp.argmin(best_v))
-    r = np.asarray(best_r[k])
-    feasible = bool(np.all(r >= lo - 1e-9) and np.all(r <= hi + 1e-9) and abs(r.sum() - 1) < 1e-9)
-    start = np.asarray(starts[k])
-    return Optimum(pd.Series(r, index=domains, name="proportion"), float(best_v[k]),
-                   pd.Series(start, index=domains, name="proportion"), float(start_v[k]),
-                   bool(np.abs(r - start).max() > 1e-9), feasible)
+    r, value, info = minimise_on_simplex(objective, bounds, starts, steps=steps, learning_rate=lr, seed=seed,
+                                         warn_unmoved=False)
+    return Optimum(pd.Series(r, index=domains, name="proportion"), value,
+                   pd.Series(info.start, index=domains, name="proportion"), info.start_value, info.moved,
+                   bool(bounds.is_feasible(r[None])[0]))
 
 
 # ---------------------------------------------------------------- compute multiplier
@@ -323,15 +265,14 @@ def _mixture_row(result, mixture) -> pd.DataFrame:
     return frame
 
 
-def predicted_optimum(result, *, lower=None, upper=None, fixed=None, stat: str = "mean", q: float = 0.9,
+def predicted_optimum(result, *, bounds: SimplexBounds | None = None, stat: str = "mean", q: float = 0.9,
                       baseline: str | None = None, eval: str | None = None, prob: float = 0.9,
                       seed: int = 0, **options) -> tuple[Optimum, pd.DataFrame]:
     """The optimum of a pipeline's predicted target-scale loss over the bounded simplex,
     and its prediction (per eval and overall, with intervals; P(beats baseline)
-    and the gain when ``baseline`` names an observed mixture)."""
+    and the gain when ``baseline`` names an observed mixture). ``bounds``: see :func:`optimum`."""
     with jax.enable_x64(True):
-        best = optimum(result.loss_fn(eval, seed=seed), result.domains, lower=lower, upper=upper, fixed=fixed,
-                       stat=stat, q=q, seed=seed, **options)
+        best = optimum(result.loss_fn(eval, seed=seed), result.domains, bounds=bounds, stat=stat, q=q, seed=seed, **options)
     rows = pd.DataFrame([best.mixture.rename(lambda d: MIX_PREFIX + d)]).assign(mixture="optimum")
     if baseline is not None:
         rows = pd.concat([rows, _mixture_row(result, baseline)], ignore_index=True)

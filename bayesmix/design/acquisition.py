@@ -28,13 +28,19 @@ Every acquisition is "higher is better" and takes draws of shape ``(D, ..., q)``
   ``mu_i = mean_d f_di``; with q = 1 this is ``-mu + sqrt(beta) sd`` for
   Gaussian draws.
 
+Each batch acquisition is also an object carrying its own settings (:class:`qLogEI`,
+:class:`qLogPI`, :class:`qUCB`; :func:`get_acquisition` by name), called on
+``(draws, incumbent, scale)``.
+
 Plain Monte-Carlo EI and PI (:func:`qei`, :func:`prob_improvement`) are
 provided for comparison and tests. All functions are pure JAX (jit, grad, vmap).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -181,23 +187,63 @@ def qucb(draws, *, beta: float = 2.0):
     return jnp.mean(jnp.max(value, axis=-1), axis=0)
 
 
-ACQUISITIONS = ("logei", "pi", "ucb")
+@dataclasses.dataclass(frozen=True)
+class qLogEI:
+    """Batch log expected improvement (:func:`qlog_ei`) with its smoothing settings."""
+
+    tau_relu: float = TAU_RELU
+    tau_max: float = TAU_MAX
+    name: ClassVar[str] = "logei"
+
+    def __call__(self, draws, incumbent, scale: float = 1.0):
+        """draws (D, ..., q) -> (...)."""
+        return qlog_ei(draws, incumbent, scale=scale, tau_relu=self.tau_relu, tau_max=self.tau_max)
 
 
-def batch_acquisition(name: str, incumbent, *, scale: float = 1.0, tau_relu: float = TAU_RELU,
-                      tau_max: float = TAU_MAX, tau_pi: float = TAU_PI, beta: float = 2.0):
-    """The batch acquisition ``name`` as a function of draws (D, ..., q) -> (...).
+@dataclasses.dataclass(frozen=True)
+class qLogPI:
+    """Smoothed log probability that the batch improves (:func:`qlog_pi`)."""
 
-    ``logei``: qLogEI; ``pi``: smoothed log qPI; ``ucb``: qUCB with ``beta``."""
-    if name == "logei":
-        return lambda d: qlog_ei(d, incumbent, scale=scale, tau_relu=tau_relu, tau_max=tau_max)
-    if name == "pi":
-        return lambda d: qlog_pi(d, incumbent, scale=scale, tau_pi=tau_pi, tau_max=tau_max)
-    if name == "ucb":
-        return lambda d: qucb(d, beta=beta)
-    raise ValueError(f"unknown acquisition {name!r}; choose one of {list(ACQUISITIONS)}")
+    tau_pi: float = TAU_PI
+    tau_max: float = TAU_MAX
+    name: ClassVar[str] = "pi"
+
+    def __call__(self, draws, incumbent, scale: float = 1.0):
+        return qlog_pi(draws, incumbent, scale=scale, tau_pi=self.tau_pi, tau_max=self.tau_max)
 
 
-__all__ = ["ACQUISITIONS", "TAU_MAX", "TAU_PI", "TAU_RELU", "batch_acquisition", "ei", "ei_gaussian", "fatmax",
+@dataclasses.dataclass(frozen=True)
+class qUCB:
+    """Batch upper confidence bound on the improvement, lower bound on the loss (:func:`qucb`)."""
+
+    beta: float = 2.0
+    name: ClassVar[str] = "ucb"
+
+    def __call__(self, draws, incumbent, scale: float = 1.0):
+        return qucb(draws, beta=self.beta)
+
+
+Acquisition = qLogEI | qLogPI | qUCB
+ACQUISITIONS = {cls.name: cls for cls in (qLogEI, qLogPI, qUCB)}
+
+
+def get_acquisition(spec: str | Acquisition = "logei", **settings) -> Acquisition:
+    """An acquisition object from its name (``"logei"``, ``"pi"``, ``"ucb"``) and settings, or
+    the object itself (then no settings)."""
+    if not isinstance(spec, str):
+        if settings:
+            raise ValueError(f"settings {sorted(settings)} go with an acquisition name, not an object")
+        return spec
+    if spec not in ACQUISITIONS:
+        raise ValueError(f"unknown acquisition {spec!r}; choose one of {list(ACQUISITIONS)}")
+    cls = ACQUISITIONS[spec]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"acquisition {spec!r} takes {sorted(known)}; unknown setting(s) {unknown}")
+    return cls(**settings)
+
+
+__all__ = ["ACQUISITIONS", "Acquisition", "TAU_MAX", "TAU_PI", "TAU_RELU", "ei", "ei_gaussian", "fatmax",
            "log1mexp", "log_ei", "log_ei_gaussian", "log_fatplus", "log_h", "log_softplus", "logmeanexp", "prob_improvement",
-           "qei", "qlog_ei", "qlog_pi", "qucb"]
+           "get_acquisition", "qLogEI", "qLogPI", "qUCB", "qei", "qlog_ei", "qlog_pi", "qucb"]

@@ -179,6 +179,9 @@ class Campaign:
         if suggest_options and {"q", "seed", "bounds", "pool", "tried", "prefix"} & set(suggest_options):
             raise ValueError("suggest_options may not set q, seed, bounds, pool, tried or prefix; they are campaign "
                              "settings")
+        from bayesmix.design.suggest import suggest_settings
+
+        suggest_settings(suggest_options or {})  # unknown option names fail here, before anything is written
         has_runs = runs is not None and len(runs) > 0
         if has_runs:  # every check before anything is written
             runs = validate_runs(runs)
@@ -341,7 +344,7 @@ class Campaign:
         return self.fit_fn(self.runs, self.seed_of(k))
 
     def _suggest(self) -> None:
-        from bayesmix.design.suggest import suggest
+        from bayesmix.design.suggest import suggest, suggest_settings
 
         k = self.round
         runs = self.runs
@@ -352,7 +355,7 @@ class Campaign:
         if "domains" not in options:
             options["domains"] = self.domains
         table = suggest(self.latest_fit(), q=int(self.state["q"]), bounds=self.bounds, seed=self.seed_of(k),
-                        pool=pool, tried=runs, prefix=f"r{k}-next", **options)
+                        pool=pool, tried=runs, prefix=f"r{k}-next", **suggest_settings(options))
         write_table(table, self._suggestion_path(k))
         self._save_state(phase="run", last_incumbent=table.attrs.get("incumbent"),
                          last_incumbent_mixture=table.attrs.get("incumbent_mixture"), runs_before=self._run_ids())

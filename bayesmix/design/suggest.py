@@ -1,6 +1,7 @@
 """Which mixtures to run next: batch acquisition over the bounded simplex.
 
     table = suggest(fit_result, q=4, bounds=SimplexBounds(domains, r_max={"code": 0.3}), seed=0)
+    table = suggest(result, q=2, acquisition=qUCB(beta=3.0), search=Search(steps=0), eval="code")
 
 The objective is a loss to minimise, seen through its joint posterior draws
 ``f_d(r)``. Anything that maps mixtures to such draws can drive the design
@@ -11,7 +12,7 @@ The objective is a loss to minimise, seen through its joint posterior draws
   or one eval domain) from the posterior parameters, differentiable in r;
   other laws are evaluated through their ``mean_draws`` (candidates only, no
   gradient refinement);
-* a :class:`bayesmix.pipeline.nested.PipelineResult`: its target-scale ``loss_fn``;
+* a :class:`bayesmix.pipeline.result.PipelineResult`: its target-scale ``loss_fn``;
 * any function ``f(r (n, M)) -> (D, n)`` with ``domains=`` (and ``tried=``, the
   mixtures already run).
 
@@ -23,7 +24,8 @@ earlier ones would already find. Each greedy step scores a candidate set
 the best tried mixtures, any given candidates; or only a given ``pool``),
 refines the best ``n_starts`` by projected Adam on the acquisition
 (:func:`bayesmix.decide.simplex.minimise_on_simplex`), and checks every result
-against the bounds.
+against the bounds. The acquisition is an object carrying its own settings
+(:mod:`bayesmix.design.acquisition`), the search settings one :class:`Search`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import dataclasses
 import functools
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +122,7 @@ def _fit_objective(fit, eval: str | None, max_draws: int, seed: int) -> Objectiv
     params = fit.posterior()
     idx = _select_draws(next(iter(params.values())).shape[0], max_draws, seed)
     if fit.law.name == "mix":
-        from bayesmix.laws.mixing import m4_mean
+        from bayesmix.laws.mixing import m4_draws
 
         with jax.enable_x64(True):
             level, floor, t = (jnp.asarray(np.asarray(params[k])[idx]) for k in ("level", "floor", "t"))
@@ -129,7 +131,7 @@ def _fit_objective(fit, eval: str | None, max_draws: int, seed: int) -> Objectiv
         pick = None if eval == overall else evals.index(eval)
 
         def f(r):
-            per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (D, n, E)
+            per_eval = m4_draws(r - r0, level, floor, t)  # (D, n, E)
             return per_eval @ w if pick is None else per_eval[..., pick]
 
         return Objective(f, domains, tried, True, eval, "fit:mix")
@@ -241,12 +243,12 @@ def improvement_scale(tried_draws: np.ndarray, cand_draws: np.ndarray) -> float:
     return sd if sd > 0 else 1.0
 
 
-@functools.partial(jax.jit, static_argnames=("name", "tau_relu", "tau_max", "beta"))
-def _scores(fixed, cands, incumbent, scale, *, name, tau_relu, tau_max, beta):
+@functools.partial(jax.jit, static_argnames=("acquisition",))
+def _scores(fixed, cands, incumbent, scale, *, acquisition: acq.Acquisition):
     """Batch acquisition of (fixed draws (D, k), candidate i) for every column i of cands (D, N): (N,).
-    Compiled once per (shapes, settings); incumbent and scale are traced."""
-    fn = acq.batch_acquisition(name, incumbent, scale=scale, tau_relu=tau_relu, tau_max=tau_max, beta=beta)
-    return jax.vmap(lambda fc: fn(jnp.concatenate([fixed, fc[:, None]], axis=1)), in_axes=1)(cands)
+    Compiled once per (shapes, acquisition and its settings); incumbent and scale are traced."""
+    return jax.vmap(lambda fc: acquisition(jnp.concatenate([fixed, fc[:, None]], axis=1), incumbent, scale),
+                    in_axes=1)(cands)
 
 
 @functools.partial(jax.jit, static_argnames=("tau_relu",))
@@ -256,53 +258,184 @@ def _point_stats(draws, incumbent, scale, *, tau_relu):
             acq.prob_improvement(draws[..., None], incumbent))
 
 
-def _negated_batch(batch_fn: Callable, draws_fn: DrawsFn, fixed: jax.Array) -> Callable:
+def _negated_batch(acquisition: acq.Acquisition, incumbent: float, scale: float, draws_fn: DrawsFn,
+                   fixed: jax.Array) -> Callable:
     """``r (M,) -> -acquisition(fixed draws (D, k) + draws at r)``: the function refinement minimises."""
 
     def negative(r):
-        return -batch_fn(jnp.concatenate([fixed, draws_fn(r[None, :])], axis=1))
+        return -acquisition(jnp.concatenate([fixed, draws_fn(r[None, :])], axis=1), incumbent, scale)
 
     return negative
 
 
-def suggest_with_landscape(
-    source,
-    q: int = 4,
-    *,
-    bounds: SimplexBounds | None = None,
-    seed: int = 0,
-    acquisition: str = "logei",
-    eval: str | None = None,
-    pool=None,
-    candidates=None,
-    n_candidates: int = 1024,
-    n_starts: int = 8,
-    steps: int = 150,
-    learning_rate: float = 0.02,
-    max_draws: int = 512,
-    prob: float = 0.9,
-    beta: float = 2.0,
-    tau_relu: float = acq.TAU_RELU,
-    tau_max: float = acq.TAU_MAX,
-    domains: Sequence[str] | None = None,
-    tried=None,
-    prefix: str = "next",
-    prior=None,
-    min_distance: float = 0.01,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """Where :func:`suggest` looks for the next mixtures.
+
+    ``n_candidates`` starting mixtures (:func:`candidate_set`; ``prior``: the mean of its
+    Dirichlet part), the ``n_starts`` best refined by ``steps`` of projected Adam with step
+    ``learning_rate`` (0 steps: none). Points of one batch are at least ``min_distance``
+    apart (total variation), and outside a pool at least that far from every mixture already
+    run (re-running a mixture only re-measures its noise).
+    """
+
+    n_candidates: int = 1024
+    n_starts: int = 8
+    steps: int = 150
+    learning_rate: float = 0.02
+    min_distance: float = 0.01
+    prior: object = None
+
+
+OBJECTIVE_OPTIONS = ("eval", "max_draws", "domains", "tried")
+
+
+def suggest_settings(options: Mapping) -> dict:
+    """Flat options (as a campaign's JSON or a command line gives them: ``steps``, ``eval``,
+    ``acquisition``, ``beta``...) as :func:`suggest` keyword arguments (``search=Search(...)``,
+    ``acquisition=`` an object); unknown names raise ValueError."""
+    options = dict(options)
+    search_fields = {f.name for f in dataclasses.fields(Search)}
+    search = {k: options.pop(k) for k in list(options) if k in search_fields}
+    out = {k: options.pop(k) for k in list(options) if k in OBJECTIVE_OPTIONS + ("prob", "prefix", "pool",
+                                                                                  "candidates", "bounds")}
+    name = options.pop("acquisition", "logei")
+    out["acquisition"] = acq.get_acquisition(name, **options)  # the rest: the acquisition's own settings
+    if search:
+        out["search"] = Search(**search)
+    return out
+
+
+def _pool_candidates(pool, obj: Objective, bounds: SimplexBounds, tried_r: np.ndarray, q: int):
+    """The untried pool mixtures within the bounds: (N, M), labels, origins."""
+    pool_frame = _mixture_input(pool, obj.domains)
+    r_c = pool_frame[[MIX_PREFIX + d for d in obj.domains]].to_numpy(float)
+    r_c = r_c / r_c.sum(axis=1, keepdims=True)
+    labels_c = (pool_frame["mixture"].astype(str).tolist() if "mixture" in pool_frame
+                else [f"pool{i}" for i in range(len(r_c))])
+    ok = bounds.is_feasible(r_c, tol=1e-6)
+    if len(tried_r):
+        ok &= cand.tv_distance(r_c, tried_r).min(axis=1) > 1e-9
+    r_c, labels_c = r_c[ok], [lab for lab, k in zip(labels_c, ok) if k]
+    if r_c.shape[0] < q:
+        raise ValueError(f"the pool holds {r_c.shape[0]} untried mixtures within the bounds; q = {q}")
+    return r_c, labels_c, ["pool"] * len(r_c)
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The greedy batch as it grows: chosen mixtures, their joint draws, per-pick records."""
+
+    chosen_r: list
+    chosen_f: np.ndarray
+    rows: list
+
+
+def _refined_pick(ctx: dict, batch: _Batch, scores: np.ndarray, k: int):
+    """Gradient refinement of pick ``k`` from the best-scoring candidates; returns (r, value, start, moved)
+    when it beats the best candidate and keeps its distance, else None."""
+    r_c, origin, search = ctx["r_c"], ctx["origin"], ctx["search"]
+    order = np.argsort(-scores)
+    starts = r_c[order[:search.n_starts]][np.isfinite(scores[order[:search.n_starts]])]
+    negative = _negated_batch(ctx["acquisition"], ctx["incumbent"], ctx["scale"], ctx["obj"].draws_fn,
+                              jnp.asarray(batch.chosen_f))
+    r_opt, v_opt, info = minimise_on_simplex(negative, ctx["bounds"], starts, steps=search.steps,
+                                             learning_rate=search.learning_rate, seed=ctx["seed"] + k,
+                                             warn_unmoved=False)
+    tried_r = ctx["tried_r"]
+    near = np.concatenate([np.stack(batch.chosen_r), tried_r]) if batch.chosen_r else tried_r
+    far = not len(near) or cand.tv_distance(r_opt[None], near).min() >= search.min_distance
+    if far and np.isfinite(v_opt):
+        start = origin[order[int(np.argmin(np.abs(starts - info.start).sum(axis=1)))]]
+        return r_opt, -v_opt, start, info.moved
+    return None
+
+
+def _greedy_batch(ctx: dict, q: int, refine: bool) -> tuple[_Batch, np.ndarray]:
+    """Pick ``q`` mixtures one at a time, each maximising the batch acquisition given the
+    earlier picks; returns the batch and every candidate's acquisition alone (the landscape)."""
+    r_c, f_c, search = ctx["r_c"], ctx["f_c"], ctx["search"]
+    batch = _Batch([], np.zeros((f_c.shape[0], 0)), [])
+    available = np.ones(r_c.shape[0], bool)
+    if len(ctx["tried_r"]) and ctx["pool"] is None:
+        available &= cand.tv_distance(r_c, ctx["tried_r"]).min(axis=1) >= search.min_distance
+    alone = None
+    for k in range(q):
+        scores = np.asarray(_scores(jnp.asarray(batch.chosen_f), jnp.asarray(f_c), ctx["incumbent"], ctx["scale"],
+                                    acquisition=ctx["acquisition"]), float)
+        if k == 0:
+            alone = np.where(available & np.isfinite(scores), scores, -np.inf)
+        if batch.chosen_r:  # no near-duplicates within a batch
+            available &= cand.tv_distance(r_c, batch.chosen_r[-1][None])[:, 0] >= search.min_distance
+        scores = np.where(available & np.isfinite(scores), scores, -np.inf)
+        if not np.isfinite(scores).any():
+            raise ValueError("no candidate has a finite acquisition value")
+        best = int(np.argmax(scores))
+        r_k, value_k, start_k, refined = r_c[best], float(scores[best]), ctx["origin"][best], False
+        label_k = ctx["labels_c"][best] if ctx["labels_c"] is not None else None
+        if refine:
+            better = _refined_pick(ctx, batch, scores, k)
+            if better is not None and better[1] > value_k:
+                r_k, value_k, start_k, refined = better
+        ctx["bounds"].check(r_k)
+        batch.chosen_r.append(r_k)
+        batch.chosen_f = np.concatenate([batch.chosen_f, ctx["obj"].draws(r_k[None])], axis=1)
+        available[best] = False
+        batch.rows.append({"order": k + 1, "label": label_k, "acquisition": value_k, "start": start_k,
+                           "refined": refined})
+    return batch, alone
+
+
+def _suggestion_table(ctx: dict, batch: _Batch, prob: float, prefix: str) -> pd.DataFrame:
+    """One row per pick: mixture, ``mix.*``, the acquisition and the predictive summary."""
+    obj, chosen_f, rows = ctx["obj"], batch.chosen_f, batch.rows
+    r_s = np.stack(batch.chosen_r)
+    tau_relu = getattr(ctx["acquisition"], "tau_relu", acq.TAU_RELU)
+    with jax.enable_x64(True):
+        log_ei_s, ei_s, pi_s = (np.asarray(a) for a in _point_stats(jnp.asarray(chosen_f), ctx["incumbent"],
+                                                                      ctx["scale"], tau_relu=tau_relu))
+    labels = [row["label"] or f"{prefix}{row['order']}" for row in rows]
+    table = cand.mixtures_frame(r_s, obj.domains, labels=labels)
+    alpha = (1 - prob) / 2
+    mean = chosen_f.mean(axis=0)
+    table["order"] = [row["order"] for row in rows]
+    table["acquisition"] = [row["acquisition"] for row in rows]
+    table["log_ei"] = log_ei_s
+    table["expected_improvement"] = ei_s
+    table["prob_improvement"] = pi_s
+    table["mean"] = mean
+    table["sd"] = chosen_f.std(axis=0, ddof=1) if chosen_f.shape[0] > 1 else 0.0
+    table["lower"] = np.quantile(chosen_f, alpha, axis=0)
+    table["upper"] = np.quantile(chosen_f, 1 - alpha, axis=0)
+    table["gain"] = ctx["incumbent"] - mean
+    tried_r = ctx["tried_r"]
+    if len(tried_r):
+        dist = cand.tv_distance(r_s, tried_r)
+        table["nearest_tried"] = obj.tried["mixture"].to_numpy()[dist.argmin(axis=1)]
+        table["distance_to_tried"] = dist.min(axis=1)
+    else:
+        table["nearest_tried"] = None
+        table["distance_to_tried"] = np.nan
+    table["start"] = [row["start"] for row in rows]
+    table["refined"] = [row["refined"] for row in rows]
+    return table
+
+
+def suggest_with_landscape(source, q: int = 4, *, acquisition: str | acq.Acquisition = "logei",
+                           bounds: SimplexBounds | None = None, pool=None, candidates=None,
+                           search: Search = Search(), prob: float = 0.9, prefix: str = "next", seed: int = 0,
+                           **objective) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The next ``q`` mixtures to run, chosen greedily by a batch acquisition, and the
     acquisition landscape they were chosen from.
 
-    ``source``: FitResult, PipelineResult or draws function (see
-    :func:`objective_from`). ``bounds``: per-domain bounds (default: the whole
-    simplex). ``acquisition``: ``"logei"`` (qLogEI), ``"pi"`` (smoothed log qPI)
-    or ``"ucb"`` (qUCB, ``beta``). ``pool``: restrict suggestions to these
-    mixtures (pool-based design; no refinement; mixtures already tried are
-    skipped). ``candidates``: extra starting mixtures. ``steps`` of gradient
-    refinement from the ``n_starts`` best candidates (0: none). Points of one
-    batch are at least ``min_distance`` apart (total variation), and outside a
-    pool at least that far from every mixture already run (re-running a mixture
-    only re-measures its noise).
+    ``source``: FitResult, PipelineResult, draws function or :class:`Objective`;
+    ``objective``: ``eval``, ``max_draws``, ``domains``, ``tried`` for
+    :func:`objective_from`. ``acquisition``: an object (:class:`~bayesmix.design.acquisition.qLogEI`,
+    ``qLogPI``, ``qUCB``, carrying its settings) or its name. ``bounds``: per-domain bounds
+    (default: the whole simplex). ``pool``: restrict suggestions to these mixtures
+    (pool-based design; no refinement; mixtures already tried are skipped).
+    ``candidates``: extra starting mixtures. ``search``: candidates, refinement and
+    distances (:class:`Search`).
 
     Returns one row per suggestion: ``mixture`` (``<prefix><k>``), ``mix.*``,
     ``order``, ``acquisition`` (the batch acquisition once the point is added),
@@ -319,124 +452,53 @@ def suggest_with_landscape(
     """
     if not isinstance(q, (int, np.integer)) or q < 1:
         raise ValueError(f"q must be a positive integer, got {q!r}")
-    if acquisition not in acq.ACQUISITIONS:
-        raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {list(acq.ACQUISITIONS)}")
+    acquisition = acq.get_acquisition(acquisition)
     if not 0 < prob < 1:
         raise ValueError(f"prob must lie in (0, 1), got {prob}")
-    obj = objective_from(source, eval=eval, max_draws=max_draws, seed=seed, domains=domains, tried=tried)
+    unknown = sorted(set(objective) - set(OBJECTIVE_OPTIONS))
+    if unknown:
+        raise TypeError(f"suggest() got unexpected option(s) {unknown}; objective options are "
+                        f"{list(OBJECTIVE_OPTIONS)}, search settings go in search=Search(...)")
+    obj = objective_from(source, seed=seed, **objective)
     bounds = bounds if bounds is not None else SimplexBounds(obj.domains)
     if list(bounds.domains) != list(obj.domains):
         raise ValueError(f"bounds are over domains {bounds.domains}, the objective over {obj.domains}")
     tried_r = obj.tried_matrix()
-
     if pool is not None:
-        pool_frame = _mixture_input(pool, obj.domains)
-        r_c = pool_frame[[MIX_PREFIX + d for d in obj.domains]].to_numpy(float)
-        r_c = r_c / r_c.sum(axis=1, keepdims=True)
-        labels_c = (pool_frame["mixture"].astype(str).tolist() if "mixture" in pool_frame
-                    else [f"pool{i}" for i in range(len(r_c))])
-        ok = bounds.is_feasible(r_c, tol=1e-6)
-        if len(tried_r):
-            ok &= cand.tv_distance(r_c, tried_r).min(axis=1) > 1e-9
-        r_c, labels_c = r_c[ok], [lab for lab, k in zip(labels_c, ok) if k]
-        if r_c.shape[0] < q:
-            raise ValueError(f"the pool holds {r_c.shape[0]} untried mixtures within the bounds; q = {q}")
-        origin = ["pool"] * len(r_c)
+        r_c, labels_c, origin = _pool_candidates(pool, obj, bounds, tried_r, q)
     else:
         extra = None if candidates is None else as_mixture_matrix(candidates, obj.domains)[0]
-        r_c, origin = candidate_set(bounds, tried=tried_r, seed=seed, n=n_candidates, extra=extra, prior=prior)
+        r_c, origin = candidate_set(bounds, tried=tried_r, seed=seed, n=search.n_candidates, extra=extra,
+                                    prior=search.prior)
         labels_c = None
-
     f_c = obj.draws(r_c)
+    f_t = obj.draws(tried_r) if len(tried_r) else np.zeros((f_c.shape[0], 0))
     if len(tried_r):
-        f_t = obj.draws(tried_r)
         incumbent, inc_label = incumbent_of(obj, f_t)
     else:
-        f_t = np.zeros((f_c.shape[0], 0))
         k = int(np.argmin(f_c.mean(axis=0)))
         incumbent, inc_label = float(f_c[:, k].mean()), "best candidate (nothing tried yet)"
     scale = improvement_scale(f_t, f_c)
-    batch_fn = acq.batch_acquisition(acquisition, incumbent, scale=scale, tau_relu=tau_relu, tau_max=tau_max,
-                                     beta=beta)
-    refine = pool is None and steps > 0 and obj.differentiable
-    if pool is None and steps > 0 and not obj.differentiable:
+    refine = pool is None and search.steps > 0 and obj.differentiable
+    if pool is None and search.steps > 0 and not obj.differentiable:
         warnings.warn("the objective is not a JAX function: suggestions come from the candidate set without "
                       "gradient refinement", stacklevel=2)
-
-    chosen_r, chosen_f, rows = [], np.zeros((f_c.shape[0], 0)), []
-    available = np.ones(r_c.shape[0], bool)
-    if len(tried_r) and pool is None:
-        available &= cand.tv_distance(r_c, tried_r).min(axis=1) >= min_distance
+    ctx = {"obj": obj, "bounds": bounds, "r_c": r_c, "f_c": f_c, "labels_c": labels_c, "origin": origin,
+           "tried_r": tried_r, "pool": pool, "search": search, "acquisition": acquisition,
+           "incumbent": incumbent, "scale": scale, "seed": seed}
     with jax.enable_x64(True):
-        settings = {"name": acquisition, "tau_relu": tau_relu, "tau_max": tau_max, "beta": beta}
-        for k in range(q):
-            scores = np.asarray(_scores(jnp.asarray(chosen_f), jnp.asarray(f_c), incumbent, scale, **settings),
-                                float)
-            if k == 0:
-                alone = np.where(available & np.isfinite(scores), scores, -np.inf)
-            if chosen_r:  # no near-duplicates within a batch
-                available &= cand.tv_distance(r_c, chosen_r[-1][None])[:, 0] >= min_distance
-            scores = np.where(available & np.isfinite(scores), scores, -np.inf)
-            if not np.isfinite(scores).any():
-                raise ValueError("no candidate has a finite acquisition value")
-            best = int(np.argmax(scores))
-            r_k, value_k, start_k, refined = r_c[best], float(scores[best]), origin[best], False
-            label_k = labels_c[best] if labels_c is not None else None
-            if refine:
-                order = np.argsort(-scores)
-                starts = r_c[order[:n_starts]][np.isfinite(scores[order[:n_starts]])]
-                negative = _negated_batch(batch_fn, obj.draws_fn, jnp.asarray(chosen_f))
-                r_opt, v_opt, info = minimise_on_simplex(negative, bounds, starts, steps=steps,
-                                                         learning_rate=learning_rate, seed=seed + k,
-                                                         warn_unmoved=False)
-                near = np.concatenate([np.stack(chosen_r), tried_r]) if chosen_r else tried_r
-                far = not len(near) or cand.tv_distance(r_opt[None], near).min() >= min_distance
-                if far and np.isfinite(v_opt) and -v_opt > value_k:
-                    start_k = origin[order[int(np.argmin(np.abs(starts - info.start).sum(axis=1)))]]
-                    r_k, value_k, refined = r_opt, -v_opt, info.moved
-            bounds.check(r_k)
-            f_k = obj.draws(r_k[None])
-            chosen_r.append(r_k)
-            chosen_f = np.concatenate([chosen_f, f_k], axis=1)
-            available[best] = False
-            rows.append({"order": k + 1, "label": label_k, "acquisition": value_k, "start": start_k,
-                         "refined": refined})
-        r_s = np.stack(chosen_r)
-        log_ei_s, ei_s, pi_s = (np.asarray(a) for a in _point_stats(jnp.asarray(chosen_f), incumbent, scale,
-                                                                      tau_relu=tau_relu))
-
-    labels = [row["label"] or f"{prefix}{row['order']}" for row in rows]
-    table = cand.mixtures_frame(r_s, obj.domains, labels=labels)
-    alpha = (1 - prob) / 2
-    mean = chosen_f.mean(axis=0)
-    table["order"] = [row["order"] for row in rows]
-    table["acquisition"] = [row["acquisition"] for row in rows]
-    table["log_ei"] = log_ei_s
-    table["expected_improvement"] = ei_s
-    table["prob_improvement"] = pi_s
-    table["mean"] = mean
-    table["sd"] = chosen_f.std(axis=0, ddof=1) if chosen_f.shape[0] > 1 else 0.0
-    table["lower"] = np.quantile(chosen_f, alpha, axis=0)
-    table["upper"] = np.quantile(chosen_f, 1 - alpha, axis=0)
-    table["gain"] = incumbent - mean
-    if len(tried_r):
-        dist = cand.tv_distance(r_s, tried_r)
-        table["nearest_tried"] = obj.tried["mixture"].to_numpy()[dist.argmin(axis=1)]
-        table["distance_to_tried"] = dist.min(axis=1)
-    else:
-        table["nearest_tried"] = None
-        table["distance_to_tried"] = np.nan
-    table["start"] = [row["start"] for row in rows]
-    table["refined"] = [row["refined"] for row in rows]
+        batch, alone = _greedy_batch(ctx, q, refine)
+    table = _suggestion_table(ctx, batch, prob, prefix)
     table.attrs.update({
-        "acquisition": acquisition, "incumbent": incumbent, "incumbent_mixture": inc_label, "eval": obj.eval,
+        "acquisition": acquisition.name, "acquisition_settings": dataclasses.asdict(acquisition),
+        "incumbent": incumbent, "incumbent_mixture": inc_label, "eval": obj.eval,
         "scale": scale, "n_draws": int(f_c.shape[0]), "n_candidates": int(r_c.shape[0]), "prob": prob,
         "bounds": bounds.to_dict(), "seed": seed, "source": obj.source, "pool": pool is not None,
-        "refine_steps": steps if refine else 0, "min_distance": min_distance,
+        "refine_steps": search.steps if refine else 0, "min_distance": search.min_distance,
     })
     landscape = cand.mixtures_frame(r_c, obj.domains, labels=labels_c)
     landscape["log_ei"] = alone
-    landscape["suggested"] = _picked(r_c, r_s)
+    landscape["suggested"] = _picked(r_c, np.stack(batch.chosen_r))
     return table, landscape
 
 
@@ -452,4 +514,5 @@ def suggest(source, q: int = 4, **options) -> pd.DataFrame:
 
 suggest.__signature__ = inspect.signature(suggest_with_landscape).replace(return_annotation=pd.DataFrame)
 
-__all__ = ["DrawsFn", "Objective", "candidate_set", "improvement_scale", "incumbent_of", "objective_from", "suggest", "suggest_with_landscape"]
+__all__ = ["DrawsFn", "OBJECTIVE_OPTIONS", "Objective", "Search", "candidate_set", "improvement_scale", "incumbent_of",
+           "objective_from", "suggest", "suggest_settings", "suggest_with_landscape"]

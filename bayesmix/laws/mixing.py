@@ -39,6 +39,12 @@ def m4_mean(r_centered, level, floor, t):
     return floor + (level - floor) * jnp.exp(r_centered @ t.T)
 
 
+def m4_draws(r_centered, level, floor, t):
+    """M4 for every posterior draw: (draws, n, E) at centred mixtures r_centered (n, M), with
+    level, floor (draws, E) and t (draws, E, M). A JAX function (differentiable in r)."""
+    return jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r_centered, level, floor, t)
+
+
 def m4_model(data: dict, priors: dict, y=None):
     """numpyro model of M4; data: ``r_centered`` (n_runs, M), ``run`` (n,), ``eval`` (n,),
     ``y_ref`` (E,), ``loss_scale``; optional ``meas_sd`` (n,) known measurement sd."""
@@ -187,8 +193,7 @@ class MixingLaw:
     @staticmethod
     def per_eval_draws(params: dict[str, np.ndarray], query: Query) -> np.ndarray:
         """(draws, n, E): every eval's mean at the query's mixtures for every draw."""
-        return np.asarray(jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(
-            query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
+        return np.asarray(m4_draws(query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
 
     @classmethod
     def mean_from_per_eval(cls, per_eval: np.ndarray, query: Query, meta: dict) -> np.ndarray:

@@ -141,7 +141,7 @@ class PipelineResult:
         with the discrepancy as in :meth:`predict`."""
         import jax.numpy as jnp
 
-        from bayesmix.laws.mixing import m4_mean
+        from bayesmix.laws.mixing import m4_draws
 
         evals = self.evals
         eval = OVERALL if eval is None and len(evals) > 1 else (eval or evals[0])
@@ -162,7 +162,7 @@ class PipelineResult:
         per = self.discrepancy_share(eval)
 
         def f(r):
-            per_eval = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r - r0, level, floor, t)  # (draws, n, E)
+            per_eval = m4_draws(r - r0, level, floor, t)  # (draws, n, E)
             if ratio is not None:
                 per_eval = shrink_by_lane(per_eval, lanes, ratio[:, None, :], ratio.shape[0])
             mean = per_eval @ w if pick is None else per_eval[..., pick]

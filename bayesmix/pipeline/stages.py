@@ -30,7 +30,8 @@ import pandas as pd
 
 from bayesmix.inference.lanes import LaneConfig, LaneSampler, LaneSamples, WarmStart
 from bayesmix.data.table import RunTableError
-from bayesmix.laws import LawData, Query, get_law, m4_mean, power_law_mean
+from bayesmix.laws import LawData, Query, get_law, power_law_mean
+from bayesmix.laws.mixing import m4_draws
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
 from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.annealing import ANNEALED
@@ -427,8 +428,7 @@ def fitted_at_obs(stage: Stage, params: dict[str, np.ndarray]) -> np.ndarray:
     """Law mean at the stage's own observations for every parameter draw: (draws, n_obs)."""
     a = stage.data.arrays
     if stage.name == "mix":
-        per_run = jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(a["r_centered"], params["level"], params["floor"],
-                                                              params["t"])  # (draws, runs, E)
+        per_run = m4_draws(a["r_centered"], params["level"], params["floor"], params["t"])  # (draws, runs, E)
         return np.asarray(per_run)[:, a["run"], a["eval"]]
     return stage.law.fitted(params, stage.data)
 

@@ -49,7 +49,7 @@ def observed_at(runs: pd.DataFrame, *, size: int, step: int, evals: list[str],
 
 def target_truth(result, runs: pd.DataFrame, *, prob: float = 0.9, seed: int = 0) -> pd.DataFrame:
     """Observed against predicted for held-out runs at the target scale of ``result``
-    (a :class:`bayesmix.pipeline.nested.PipelineResult`).
+    (a :class:`bayesmix.pipeline.result.PipelineResult`).
 
     Returns one row per (run, eval) (``overall`` included): ``run, eval, observed, mean,
     lower, upper, covered, miss`` (observed - mean), ``inside_support`` (the run's mixture lies

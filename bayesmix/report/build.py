@@ -889,7 +889,7 @@ def report_from_pipeline(
     settings: Mapping[str, object] | None = None,
     truth: pd.DataFrame | None = None,
 ) -> Report:
-    """A report from a fitted nested pipeline (:class:`bayesmix.pipeline.nested.PipelineResult`).
+    """A report from a fitted nested pipeline (:class:`bayesmix.pipeline.result.PipelineResult`).
 
     Ranks the tried mixtures, the baseline, ``candidates``, the predicted
     optimum over the simplex (``optimum``, :func:`bayesmix.decide.decisions.predicted_optimum`)
