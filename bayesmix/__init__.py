@@ -11,7 +11,8 @@ The whole public API, in the order of the flow (each name is imported on first u
     decide     prob_beats, rank_mixtures, cvar, optimum, predicted_optimum, compute_multiplier,
                effective_compute_multiplier, critical_proportion, SimplexBounds, support_table
     design     suggest, Campaign, algorithm2, dirichlet, space_filling
-    report     report_from_fit, report_from_pipeline, write_report
+    report     report_from_fit, report_from_pipeline, risk_table, select_eval, write_report, render_html,
+               step_fan_chart, size_fan_chart
     proxy      train_run, sweep, bundled_corpus, demo_runs (see :mod:`bayesmix.proxy` for the rest)
     main job   run_demo
 
@@ -51,7 +52,9 @@ _EXPORTS = {
     "suggest": "design.suggest", "Campaign": "design.campaign", "algorithm2": "design.candidates",
     "dirichlet": "design.candidates", "space_filling": "design.candidates",
     # report
-    "report_from_fit": "report.build", "report_from_pipeline": "report.build", "write_report": "report.build",
+    "report_from_fit": "report.build", "report_from_pipeline": "report.build", "risk_table": "report.build",
+    "select_eval": "report.build", "write_report": "report.html", "render_html": "report.html",
+    "step_fan_chart": "report.figures", "size_fan_chart": "report.figures",
     # proxy
     "train_run": "proxy", "sweep": "proxy", "bundled_corpus": "proxy", "demo_runs": "proxy",
     # the main job

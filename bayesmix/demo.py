@@ -149,28 +149,30 @@ def held_out_truth(settings: DemoSettings) -> pd.DataFrame | None:
     return demo_target_runs() if same and DEMO_TARGET_PATH.is_file() else None
 
 
-def suggest_next(result, runs: pd.DataFrame, *, q: int, seed: int):
-    """The next ``q`` mixtures to run, the acquisition landscape they were chosen from, and a note."""
-    from bayesmix.design.suggest import suggest_with_landscape
-
-    table, landscape = suggest_with_landscape(result, q=q, seed=seed)
-    note = (f"The next {q} mixtures to run, chosen by batch log expected improvement (qLogEI) over the "
-            "predicted target-scale loss.")
-    return table, landscape, note
-
-
-def live_round(suggestions: pd.DataFrame, *, round_index: int, settings: DemoSettings, workdir: Path,
-               progress: bool | None = None) -> pd.DataFrame:
-    """Train the suggested mixtures at ``settings.live_sizes`` with the proxy trainer (the
-    demo table's training settings); return their run-table rows."""
+def live_runner(settings: DemoSettings, workdir: Path, progress: bool | None = None):
+    """The campaign runner of the live rounds: the proxy trainer at ``settings.live_sizes`` with
+    the demo table's training settings (:func:`bayesmix.design.campaign.proxy_runner`)."""
+    from bayesmix.design.campaign import proxy_runner
     from bayesmix.proxy.demo import DEMO_SETTINGS
-    from bayesmix.proxy.sweeps import sweep
 
-    cols = mix_columns(suggestions)
-    mixtures = {f"live{round_index}-{k + 1}": {c[len(MIX_PREFIX):]: float(row[c]) for c in cols}
-                for k, (_, row) in enumerate(suggestions.iterrows())}
-    return sweep(mixtures, list(settings.live_sizes), workdir=workdir, workers=settings.workers, threads=1,
-                 progress=progress, **DEMO_SETTINGS)
+    return proxy_runner(list(settings.live_sizes), workdir=workdir, workers=settings.workers, threads=1,
+                        progress=progress, **DEMO_SETTINGS)
+
+
+def open_campaign(folder: Path, runs: pd.DataFrame, pipeline, *, settings: DemoSettings, seed: int, runner):
+    """A fresh closed loop in ``folder`` over ``runs`` (a previous demo's campaign there is
+    replaced): the nested pipeline is its fit, qLogEI over the target-scale loss its suggestion."""
+    import shutil
+
+    from bayesmix.design.campaign import STATE_FILE, Campaign
+
+    if (folder / STATE_FILE).is_file():
+        shutil.rmtree(folder)
+
+    def fit_pipeline(rows: pd.DataFrame, fit_seed: int):
+        return pipeline.fit(rows, seed=fit_seed)
+
+    return Campaign.create(folder, runner=runner, runs=runs, q=settings.q, seed=seed, fit_fn=fit_pipeline)
 
 
 def run_demo(
@@ -183,7 +185,7 @@ def run_demo(
     baseline: str = "uniform",
     progress: bool | None = None,
     log: Callable[[str], None] = print,
-    trainer: Callable[..., pd.DataFrame] | None = None,
+    runner: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     truth: pd.DataFrame | None = None,
     verify: bool = False,
     verifier: Callable[..., pd.DataFrame] | None = None,
@@ -192,15 +194,17 @@ def run_demo(
 
     Outputs: ``report.html``, ``ranking.csv`` (every ranked candidate),
     ``suggestions.csv`` (when there are suggestions) and ``runs.parquet`` (the
-    run table used, live rows included). ``runs`` replaces the bundled table;
-    ``trainer`` replaces :func:`live_round` (same signature) for live rounds.
+    run table used, live rows included) and ``campaign/`` (the closed loop's state, fits and
+    suggestions: :class:`bayesmix.design.campaign.Campaign`). ``runs`` replaces the bundled
+    table; ``runner`` (suggestions -> run-table rows) replaces :func:`live_runner` in the live rounds.
     ``truth``: held-out runs at the target scale to check the predictions against
     (default with the bundled table: its bundled target-scale runs, when the target
     is theirs; :func:`held_out_truth`). ``verify``: also train the recommended mixture
     and the baseline at the target scale (:func:`train_at_target`, or ``verifier`` with
     its signature) and check the predictions against them too.
     """
-    from bayesmix.report.build import report_from_pipeline, write_report
+    from bayesmix.report.build import report_from_pipeline
+    from bayesmix.report.html import write_report
 
     if live < 0:
         raise ValueError(f"live must be a non-negative number of rounds, got {live}")
@@ -219,22 +223,28 @@ def run_demo(
     log(f"bayesmix demo: {runs['run'].nunique()} runs ({source}), {runs['eval'].nunique()} eval domains; "
         f"predicting {pipeline.target_size:,} parameters at step {pipeline.target_step:,}")
     timings = {}
-    result, suggestions, landscape, note = None, None, None, ""
-    for round_index in range(live + 1):
-        if round_index:
-            log(f"live round {round_index}/{live}: training {len(suggestions)} suggested mixtures at "
-                f"{', '.join(settings.live_sizes)}")
-            t0 = time.perf_counter()
-            new = (trainer or live_round)(suggestions, round_index=round_index, settings=settings,
-                                          workdir=out / "live-work", progress=progress)
-            runs = validate_runs(pd.concat([runs, new], ignore_index=True))
-            timings[f"training round {round_index}"] = time.perf_counter() - t0
+    campaign = open_campaign(out / "campaign", runs, pipeline, settings=settings, seed=seed,
+                             runner=runner or live_runner(settings, out / "live-work", progress))
+    while True:
+        k = campaign.round
         t0 = time.perf_counter()
-        result = pipeline.fit(runs, seed=seed + round_index)
-        timings[f"pipeline fit {round_index}"] = time.perf_counter() - t0
-        log(f"  pipeline fitted in {timings[f'pipeline fit {round_index}']:.0f} s "
-            f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
-        suggestions, landscape, note = suggest_next(result, runs, q=settings.q, seed=seed + round_index)
+        campaign.step()  # fit round k
+        timings[f"pipeline fit {k}"] = time.perf_counter() - t0
+        result = campaign.latest_fit()
+        log(f"  pipeline fitted in {timings[f'pipeline fit {k}']:.0f} s "
+            f"({', '.join(f'{name} {v:.0f} s' for name, v in result.seconds.items())})")
+        campaign.step()  # suggest
+        suggestions, landscape = campaign.suggestions(), campaign.landscape()
+        if k == live:
+            break
+        log(f"live round {k + 1}/{live}: training {len(suggestions)} suggested mixtures at "
+            f"{', '.join(settings.live_sizes)}")
+        t0 = time.perf_counter()
+        campaign.step()  # run: train the suggestions, add their rows, next round
+        timings[f"training round {k + 1}"] = time.perf_counter() - t0
+    runs = campaign.runs
+    note = (f"The next {settings.q} mixtures to run, chosen by batch log expected improvement (qLogEI) over the "
+            "predicted target-scale loss.")
     budget = None
     if settings.budget and settings.mode == "draws":
         t0 = time.perf_counter()
@@ -247,8 +257,6 @@ def run_demo(
         acquisition=landscape, suggestions_note=note, seed=seed, budget=budget, truth=truth,
         settings={"data": source, "live rounds": live,
                   "wall time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())})
-    if suggestions is None:
-        report.missing["suggestions"] = note
     if verify:
         t0 = time.perf_counter()
         chosen = {"verify-recommended": report.best, f"verify-{baseline}": report.ranking.set_index(
@@ -268,9 +276,8 @@ def run_demo(
     timings["report"] = time.perf_counter() - t0
     paths["ranking"] = out / "ranking.csv"
     write_table(report.ranking, paths["ranking"])
-    if suggestions is not None:
-        paths["suggestions"] = out / "suggestions.csv"
-        write_table(suggestions, paths["suggestions"])
+    paths["suggestions"] = out / "suggestions.csv"
+    write_table(suggestions, paths["suggestions"])
     paths["runs"] = write_runs(runs, out / "runs.parquet")
     best = report.best
     log(f"recommended mixture: {best['mixture']} ("

@@ -12,7 +12,7 @@ import pytest
 from bayesmix import demo
 from bayesmix.cli import main
 from bayesmix.data.table import validate_runs
-from bayesmix.report.build import SECTIONS
+from bayesmix.report.document import SECTIONS
 
 
 def test_target_parameters():
@@ -47,7 +47,7 @@ def test_settings_build_the_pipeline():
 
 @pytest.mark.parametrize("argv,message", [
     (["--live", "-1"], "--live must be 0 or more"),
-    (["--draws", "1"], "--draws must be at least 2"),
+    (["--n-draws", "1"], "--n-draws must be at least 2"),
     (["--q", "0"], "--q must be at least 1"),
     (["--target-size", "7B"], "unknown model size '7B'"),
 ])
@@ -108,9 +108,10 @@ def test_demo_end_to_end_on_the_bundled_table(tmp_path):
 
 @pytest.mark.slow
 def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
-    """--live wiring: suggestions -> trainer -> new rows in the table -> refit -> report.
+    """--live wiring through the closed loop (:class:`Campaign`): suggestions -> runner -> new
+    rows in the table -> refit -> report, every phase saved under ``campaign/``.
 
-    The trainer here stands in for the proxy trainer (tested on its own in
+    The runner here stands in for the proxy trainer (tested on its own in
     test_proxy_*): it returns the uniform runs' curves, shifted slightly, under
     each suggested mixture, at the demo's live sizes.
     """
@@ -125,12 +126,12 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
                                    lane_config=tiny, curve_config=dataclasses.replace(tiny, dense_mass=True))
     calls = []
 
-    def trainer(suggestions, *, round_index, settings, workdir, progress=None):
-        calls.append((round_index, suggestions[mix_columns(suggestions)].to_numpy()))
+    def runner(suggestions):
+        calls.append((list(suggestions["mixture"]), suggestions[mix_columns(suggestions)].to_numpy()))
         template = runs[runs["run"].str.startswith("uniform@")]
         rows = []
         for k, (_, row) in enumerate(suggestions.iterrows()):
-            new = template.assign(run=template["run"].str.replace("uniform", f"live{round_index}-{k + 1}"),
+            new = template.assign(run=template["run"].str.replace("uniform", str(row["mixture"])),
                                   loss=template["loss"] * (1.0 - 0.01 * (k + 1)))
             for c in mix_columns(suggestions):
                 new[c] = float(row[c])
@@ -155,7 +156,7 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
 
     lines = []
     paths = demo.run_demo(tmp_path / "out", live=1, seed=0, settings=settings, runs=runs, progress=False,
-                          log=lines.append, trainer=trainer, verify=True, verifier=verifier)
+                          log=lines.append, runner=runner, verify=True, verifier=verifier)
     assert len(verified) == 1 and set(verified[0]) == {"verify-recommended", "verify-uniform"}
     np.testing.assert_allclose(list(verified[0]["verify-uniform"].values()), 0.2)
     text = paths["report"].read_text(encoding="utf-8")
@@ -163,15 +164,23 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
     assert any(line.startswith("checked against real target-scale runs: 2 of 2") or
                line.startswith("checked against real target-scale runs: 1 of 2") or
                line.startswith("checked against real target-scale runs: 0 of 2") for line in lines)
-    assert [c[0] for c in calls] == [1] and calls[0][1].shape == (2, 5)
+    assert [c[0] for c in calls] == [["r0-next1", "r0-next2"]] and calls[0][1].shape == (2, 5)
     np.testing.assert_allclose(calls[0][1].sum(axis=1), 1.0, atol=1e-9)
     table = pd.read_parquet(paths["runs"])
-    live = table[table["run"].str.startswith("live1-")]
+    live = table[table["run"].str.startswith("r0-next")]
     assert live["run"].nunique() == 2 * 3  # two mixtures at the template's three sizes
     got = live.drop_duplicates("run").sort_values("run")[[MIX_PREFIX + d for d in
                                                           ("code", "english", "spanish", "dictionary", "tables")]]
     np.testing.assert_allclose(np.unique(got.to_numpy().round(12), axis=0),
                                np.unique(calls[0][1].round(12), axis=0))
     assert any(line.startswith("live round 1/1: training 2 suggested mixtures") for line in lines)
+    # the loop is a campaign on disk: two fitted rounds saved, the last round's suggestions and landscape
+    from bayesmix.design.campaign import Campaign
+
+    campaign = Campaign.resume(tmp_path / "out" / "campaign", runner=None, fit_fn=lambda rows, s: None)
+    assert campaign.round == 1 and campaign.phase == "run" and len(campaign.history) == 1
+    assert (tmp_path / "out" / "campaign" / "fits" / "round_001" / "tree.json").is_file()
+    assert len(campaign.landscape()) > 100 and campaign.landscape()["log_ei"].notna().all()
+    assert "Acquisition (log_ei) over candidate mixtures" in text
     assert sum("pipeline fitted" in line for line in lines) == 2
     assert "live rounds" in paths["report"].read_text(encoding="utf-8")

@@ -177,7 +177,7 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
 
 @pytest.mark.slow
 def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
-    from bayesmix.report.build import step_curve_draws, step_fan_chart
+    from bayesmix.report.figures import step_curve_draws, step_fan_chart
 
     labels = point_result.step_shape["labels"]
     mixture, eval = str(labels["mixture"].iloc[0]), str(labels["eval"].iloc[0])
@@ -194,7 +194,8 @@ def test_step_fan_chart_draws_the_law_itself_up_to_the_target(point_result):
 
 @pytest.mark.slow
 def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
-    from bayesmix.report.build import render_html, report_from_pipeline
+    from bayesmix.report.html import render_html
+    from bayesmix.report.build import report_from_pipeline
 
     _, runs = campaign
     report = report_from_pipeline(point_result, baseline="m0", runs=runs, n_random=20, optimum=False,
@@ -316,7 +317,8 @@ def test_cli_pipeline_errors_are_one_line(campaign, tmp_path, capsys):
 def test_a_saved_pipeline_predicts_suggests_and_reports_as_the_fitted_one(point_result, campaign, tmp_path):
     from bayesmix import load_pipeline
     from bayesmix.design.suggest import Search, suggest
-    from bayesmix.report.build import render_html, report_from_pipeline
+    from bayesmix.report.html import render_html
+    from bayesmix.report.build import report_from_pipeline
 
     _, runs = campaign
     point_result.save(tmp_path / "fit")

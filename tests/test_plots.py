@@ -12,7 +12,7 @@ import xarray as xr
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from bayesmix.report import figures as plots
+from bayesmix.report import plots
 
 DOMAINS5 = ["code", "english", "spanish", "dictionary", "tables"]
 

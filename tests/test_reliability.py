@@ -97,6 +97,8 @@ def test_train_does_not_claim_rows_are_in_an_out_it_could_not_write(tmp_path, mo
 
 def test_report_escapes_run_domain_eval_and_baseline_names(tmp_path):
     from bayesmix.report import build as rp
+    from bayesmix.report import document as rd
+    from bayesmix.report import html as rh
 
     rng = np.random.default_rng(0)
     names = [PAYLOAD, "second", "third"]
@@ -111,17 +113,17 @@ def test_report_escapes_run_domain_eval_and_baseline_names(tmp_path):
                             columns=["mixture", "eval", "mean", "lower", "upper"])
     diagnostics = pd.DataFrame([{"part": PAYLOAD, "rhat_max": 1.2, "divergences": 0, "ok": False,
                                  "problems": PAYLOAD}])
-    report = rp.Report(title=PAYLOAD, baseline="third", ranking=ranking, diagnostics=diagnostics, per_eval=per_eval,
+    report = rd.Report(title=PAYLOAD, baseline="third", ranking=ranking, diagnostics=diagnostics, per_eval=per_eval,
                        target=PAYLOAD, settings={PAYLOAD: PAYLOAD}, caveat=PAYLOAD,
                        multiplier=pd.DataFrame({"mixture": [PAYLOAD], "median": [1.5], "lower": [1.1], "upper": [2.0]}),
                        suggestions=pd.DataFrame({f"mix.{domain}": [0.5], "mix.web": [0.5], PAYLOAD: [PAYLOAD]}),
                        data_summary=pd.DataFrame({"what": [PAYLOAD], "value": [PAYLOAD]}))
-    text = rp.render_html(report)
+    text = rh.render_html(report)
     assert "<script" not in text.lower()
     assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 8
     # the baseline itself as a payload, shown in the "vs baseline (...)" card
     ranking = rp.rank(rp.risk_table(draws, PAYLOAD), "mean").iloc[::-1].reset_index(drop=True)
-    text = rp.render_html(rp.Report(title="t", baseline=PAYLOAD, ranking=ranking, diagnostics=diagnostics))
+    text = rh.render_html(rd.Report(title="t", baseline=PAYLOAD, ranking=ranking, diagnostics=diagnostics))
     assert "<script" not in text.lower() and "vs baseline (&lt;script&gt;alert(1)&lt;/script&gt;)" in text
 
 
@@ -249,6 +251,7 @@ def test_loo_r2_is_near_1_for_a_law_that_fits_and_at_most_0_for_one_that_explain
 @pytest.mark.slow
 def test_a_law_fitted_to_unrelated_losses_is_flagged_in_diagnostics_and_report(tmp_path):
     from bayesmix.report import build as rp
+    from bayesmix.report import html as rh
     from bayesmix.inference.fit import fit, load_fit
 
     runs = pd.read_csv(EXAMPLE)
@@ -261,7 +264,7 @@ def test_a_law_fitted_to_unrelated_losses_is_flagged_in_diagnostics_and_report(t
     assert flagged and not result.diagnostics.ok
     again = load_fit(result.save(tmp_path / "fit.nc"))
     assert flagged[0] in again.diagnostics.problems
-    text = rp.render_html(rp.report_from_fit(again, n_random=20, seed=0))
+    text = rh.render_html(rp.report_from_fit(again, n_random=20, seed=0))
     assert "diagnostics-warning" in text and "Not a confident recommendation:</b> the law explains less" in text
 
 
@@ -269,8 +272,8 @@ def test_a_law_fitted_to_unrelated_losses_is_flagged_in_diagnostics_and_report(t
 
 
 def test_clear_errors_for_draws_evals_priors_and_undecodable_files(tmp_path, capsys):
-    assert main(["suggest", str(tmp_path / "none.nc"), "--draws", "0"]) == 2
-    assert one_error(capsys) == "bayesmix suggest: error: --draws must be at least 1, got 0"
+    assert main(["suggest", str(tmp_path / "none.nc"), "--max-draws", "0"]) == 2
+    assert one_error(capsys) == "bayesmix suggest: error: --max-draws must be at least 1, got 0"
     out = str(tmp_path / "f.nc")
     assert main(["fit", str(EXAMPLE), "--evals", "klingon", "--out", out]) == 2
     assert one_error(capsys) == ("bayesmix fit: error: law 'mix': unknown eval domain(s) ['klingon']; the table has "

@@ -13,6 +13,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from bayesmix.report import build as rp
+from bayesmix.report import document as rd
+from bayesmix.report import html as rh
 
 DOMAINS = ["code", "english", "spanish"]
 
@@ -160,7 +162,7 @@ def parse(text: str) -> Collector:
     return c
 
 
-def toy_report(*, failed: bool, with_optional: bool = True) -> rp.Report:
+def toy_report(*, failed: bool, with_optional: bool = True) -> rd.Report:
     rng = np.random.default_rng(0)
     names = ["best <b>", "second", "uniform", "other"]
     values = rng.normal([3.00, 3.02, 3.10, 3.05], 0.02, (400, 4))
@@ -186,7 +188,7 @@ def toy_report(*, failed: bool, with_optional: bool = True) -> rp.Report:
             suggestions=pd.DataFrame({"mix.code": [0.6], "mix.english": [0.3], "mix.spanish": [0.1],
                                       "log_ei": [-2.3], "mean": [3.01]}),
         )
-    report = rp.Report(title="toy <report>", baseline="uniform", ranking=ranking, diagnostics=diagnostics,
+    report = rd.Report(title="toy <report>", baseline="uniform", ranking=ranking, diagnostics=diagnostics,
                        per_eval=per_eval, settings={"seed": 0, "target": "1B"},
                        data_summary=pd.DataFrame({"what": ["runs"], "value": [12]}), **optional)
     fig = Figure()
@@ -197,9 +199,9 @@ def toy_report(*, failed: bool, with_optional: bool = True) -> rp.Report:
 
 
 def test_report_html_has_every_section_and_embeds_its_images():
-    text = rp.render_html(toy_report(failed=True))
+    text = rh.render_html(toy_report(failed=True))
     doc = parse(text)
-    assert set(rp.SECTIONS) <= doc.ids
+    assert set(rd.SECTIONS) <= doc.ids
     assert "diagnostics-warning" in doc.ids and "diagnostics-ok" not in doc.ids
     assert "R-hat 1.080 &gt; 1.01; 3 divergent transitions" in text
     assert len(doc.images) == 2 and all(src.startswith("data:image/png;base64,") for src in doc.images)
@@ -223,22 +225,22 @@ def test_report_shows_the_backtests_with_their_numbers():
     disc = Discrepancy.build({"step": step, "size": empty}, {"step": 1.1, "size": 0.98}, tried, seed=0)
     report = toy_report(failed=False)
     report.backtest = disc.table(0.9)
-    text = rp.render_html(report)
+    text = rh.render_html(report)
     assert "backtest" in parse(text).ids and "Extrapolation backtests" in text
     row = report.backtest.set_index("stage").loc["step"]
     assert f"{row['max_abs_miss']:.3f}" == "0.100" and "0.100" in text
     assert f"{row['target_mean']:+.3f} ± {row['target_sd']:.3f} at 1.10" in text
     assert "3 backtests" in text and "borrowed from step" in text
     assert f"{row['coverage_without']:.0%} → {row['coverage_with']:.0%}" in text
-    assert "Extrapolation backtests" not in rp.render_html(toy_report(failed=False))
+    assert "Extrapolation backtests" not in rh.render_html(toy_report(failed=False))
 
 
 def test_report_html_without_failures_or_optional_parts():
     report = toy_report(failed=False, with_optional=False)
     report.missing["multiplier"] = "Not available: no step law."
-    text = rp.render_html(report)
+    text = rh.render_html(report)
     doc = parse(text)
-    assert set(rp.SECTIONS) <= doc.ids
+    assert set(rd.SECTIONS) <= doc.ids
     assert "diagnostics-ok" in doc.ids and "diagnostics-warning" not in doc.ids
     assert "Not available: no step law." in text
     assert "No suggestions" not in text or "suggestions" in doc.ids
@@ -247,39 +249,39 @@ def test_report_html_without_failures_or_optional_parts():
 def test_report_validates_its_inputs():
     report = toy_report(failed=False)
     with pytest.raises(KeyError, match="baseline 'nope'"):
-        rp.Report(title="x", baseline="nope", ranking=report.ranking, diagnostics=report.diagnostics)
+        rd.Report(title="x", baseline="nope", ranking=report.ranking, diagnostics=report.diagnostics)
     with pytest.raises(KeyError, match="cvar"):
-        rp.Report(title="x", baseline="uniform", ranking=report.ranking.drop(columns="cvar"),
+        rd.Report(title="x", baseline="uniform", ranking=report.ranking.drop(columns="cvar"),
                   diagnostics=report.diagnostics)
     with pytest.raises(ValueError, match="rank_by"):
-        rp.Report(title="x", baseline="uniform", ranking=report.ranking, diagnostics=report.diagnostics,
+        rd.Report(title="x", baseline="uniform", ranking=report.ranking, diagnostics=report.diagnostics,
                   rank_by="median")
     with pytest.raises(ValueError, match="unknown section"):
         report.add_figure("appendix", Figure(), "x")
 
 
 def test_write_report_is_atomic(tmp_path):
-    path = rp.write_report(toy_report(failed=False), tmp_path / "sub" / "r.html")
+    path = rh.write_report(toy_report(failed=False), tmp_path / "sub" / "r.html")
     assert path.is_file() and not list(path.parent.glob("*.tmp"))
     assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 def test_pdf_without_a_browser_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("BAYESMIX_BROWSER", raising=False)
-    monkeypatch.setattr(rp.shutil, "which", lambda name: None)
+    monkeypatch.setattr(rh.shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match="Chromium"):
-        rp.html_to_pdf(tmp_path / "r.html", tmp_path / "r.pdf")
+        rh.html_to_pdf(tmp_path / "r.html", tmp_path / "r.pdf")
 
 
-@pytest.mark.skipif(rp.find_browser() is None, reason="no headless Chromium/Chrome on PATH")
+@pytest.mark.skipif(rh.find_browser() is None, reason="no headless Chromium/Chrome on PATH")
 def test_report_renders_in_a_headless_browser(tmp_path):
-    path = rp.write_report(toy_report(failed=True), tmp_path / "r.html")
-    out = subprocess.run([rp.find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+    path = rh.write_report(toy_report(failed=True), tmp_path / "r.html")
+    out = subprocess.run([rh.find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           path.as_uri()], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = parse(out.stdout)
-    assert set(rp.SECTIONS) <= doc.ids and "diagnostics-warning" in doc.ids
-    pdf = rp.html_to_pdf(path, tmp_path / "r.pdf")
+    assert set(rd.SECTIONS) <= doc.ids and "diagnostics-warning" in doc.ids
+    pdf = rh.html_to_pdf(path, tmp_path / "r.pdf")
     assert pdf.read_bytes()[:4] == b"%PDF"
 
 
@@ -319,9 +321,9 @@ def test_report_from_fit_end_to_end(small_fit, tmp_path):
     assert set(report.per_eval["eval"]) == {"web", "code", "overall"}
     assert report.multiplier is None and "step law" in report.missing["multiplier"]
     assert {"ranking", "capabilities", "diagnostics", "model"} <= set(report.figures)
-    text = rp.render_html(report)
+    text = rh.render_html(report)
     doc = parse(text)
-    assert set(rp.SECTIONS) <= doc.ids
+    assert set(rd.SECTIONS) <= doc.ids
     assert len(doc.images) >= 5 and all(s.startswith("data:image/png;base64,") for s in doc.images)
     with pytest.raises(KeyError, match="unknown baseline"):
         rp.report_from_fit(result, baseline="nonesuch", n_random=0)
@@ -340,7 +342,7 @@ def test_report_cli(small_fit, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "recommended:" in printed and str(out.resolve()) in printed
     text = out.read_text(encoding="utf-8")
-    assert set(rp.SECTIONS) <= parse(text).ids and "mine <small>given</small>" in text
+    assert set(rd.SECTIONS) <= parse(text).ids and "mine <small>given</small>" in text
     assert main(["report", str(path), "--baseline", "nonesuch", "--out", str(out)]) == 2
     assert "unknown baseline 'nonesuch'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.nc"), "--out", str(out)]) == 2
@@ -372,6 +374,6 @@ def test_a_mixture_outside_the_trust_region_is_flagged_and_not_recommended():
     assert top["mixture"] == "face" and top["outside_range"] == "code, books" and not top["inside_support"]
     assert report.best["mixture"] == "code-led"
     assert "its share of code, books lies outside the range the tried mixtures span" in report.outside_note
-    assert "(outside)" in rp.render_html(report)
+    assert "(outside)" in rh.render_html(report)
     report.trust_region = False  # overridable
     assert report.best["mixture"] == "face"

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target-size", default=None,
                    help="model size to predict: a proxy size name (e.g. 1.2M) or a parameter count (default 1.2M)")
     p.add_argument("--target-step", type=int, default=None, help="step to predict (default 2400, the planned length)")
-    p.add_argument("--draws", type=int, default=None, metavar="D", help="upstream draws propagated (default 16)")
+    p.add_argument("--n-draws", type=int, default=None, metavar="D", help="upstream draws propagated (default 16; "
+                   "the same option as bayesmix pipeline's)")
     p.add_argument("--q", type=int, default=None, help="mixtures suggested per round (default 4)")
     p.add_argument("--workers", type=int, default=None, help="parallel training runs in live rounds (default 2)")
     p.add_argument("--thorough", action="store_true", help="sampler settings for a final answer (slower)")
@@ -55,12 +56,12 @@ def settings_from_args(args):
     from bayesmix.demo import QUICK, THOROUGH
 
     base = THOROUGH if args.thorough else QUICK
-    changes = {"target_size": args.target_size, "target_step": args.target_step, "n_draws": args.draws,
+    changes = {"target_size": args.target_size, "target_step": args.target_step, "n_draws": args.n_draws,
                "q": args.q, "workers": args.workers}
     for name in ("target_step", "n_draws", "q", "workers"):
         value = changes[name]
         if value is not None and value < (2 if name == "n_draws" else 1):
-            raise ValueError(f"--{name.replace('_', '-').replace('n-draws', 'draws')} must be at least "
+            raise ValueError(f"--{name.replace('_', '-')} must be at least "
                              f"{2 if name == 'n_draws' else 1}, got {value}")
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 

@@ -54,7 +54,8 @@ def run(args) -> int:
     from bayesmix.pipeline.store import load_result
     from bayesmix.data.io import HTML_SUFFIXES, check_output
     from bayesmix.data.table import read_runs
-    from bayesmix.report.build import report_from_fit, report_from_pipeline, write_report
+    from bayesmix.report.build import report_from_fit, report_from_pipeline
+    from bayesmix.report.html import write_report
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")

@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--pool", help="file of candidate mixtures: suggest only among them")
     p.add_argument("--candidates", help="file of extra starting mixtures for the search")
     p.add_argument("--steps", type=int, default=150, help="gradient refinement steps per greedy pick (0: none)")
-    p.add_argument("--draws", type=int, default=512, help="posterior draws used (default 512)")
+    p.add_argument("--max-draws", type=int, default=512, help="posterior draws used, a seeded subset (default 512)")
     p.add_argument("--prob", type=float, default=0.9, help="credible interval mass (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--out", help="write the suggestions here (.csv, .parquet or .jsonl)")
@@ -77,8 +77,8 @@ def run(args) -> int:
 
     if args.q < 1:
         raise ValueError(f"--q must be at least 1, got {args.q}")
-    if args.draws < 1:
-        raise ValueError(f"--draws must be at least 1, got {args.draws}")
+    if args.max_draws < 1:
+        raise ValueError(f"--max-draws must be at least 1, got {args.max_draws}")
     if args.steps < 0:
         raise ValueError(f"--steps must be 0 or more, got {args.steps}")
     if not 0 < args.prob < 1:
@@ -95,7 +95,7 @@ def run(args) -> int:
     table = suggest(result, q=args.q, bounds=bounds, seed=args.seed, acquisition=args.acquisition, eval=args.eval,
                     pool=read_rows(args.pool, "pool of mixtures") if args.pool else None,
                     candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
-                    search=Search(steps=args.steps), max_draws=args.draws, prob=args.prob)
+                    search=Search(steps=args.steps), max_draws=args.max_draws, prob=args.prob)
     attrs = table.attrs
     print(f"incumbent: {attrs['incumbent_mixture']} (posterior mean {attrs['incumbent']:.4f}, eval {attrs['eval']}); "
           f"bounds {bounds!r}")

@@ -10,8 +10,9 @@ A round is three phases, each saved before the next starts:
 
 * ``fit``: ``fit_fn(runs, seed) -> fit`` (default: :func:`bayesmix.inference.fit.fit` of the
   mixing law with the saved ``fit_options``); a fit with ``save`` is written to
-  ``fits/round_<k>.nc``.
-* ``suggest``: :func:`bayesmix.design.suggest.suggest` on the fit -> ``suggestions/round_<k>.csv``.
+  ``fits/round_<k>.nc`` (a law fit) or the folder ``fits/round_<k>`` (a nested pipeline).
+* ``suggest``: :func:`bayesmix.design.suggest.suggest_with_landscape` on the fit ->
+  ``suggestions/round_<k>.csv`` and the acquisition landscape ``suggestions/round_<k>_landscape.csv``.
 * ``run``: ``runner(suggestions) -> run-table rows`` for those mixtures, appended
   to ``runs.parquet``; the round counter advances.
 
@@ -257,6 +258,12 @@ class Campaign:
         k = self.round if k is None else k
         return read_table(self._suggestion_path(k))
 
+    def landscape(self, k: int | None = None) -> pd.DataFrame | None:
+        """The acquisition of every candidate searched in round ``k`` (None for a design batch)."""
+        k = self.round if k is None else k
+        path = self._suggestion_path(k).with_name(f"round_{k:03d}_landscape.csv")
+        return read_table(path) if path.is_file() else None
+
     def pool(self) -> pd.DataFrame | None:
         path = self.folder / POOL_FILE
         return read_table(path) if path.is_file() else None
@@ -270,8 +277,10 @@ class Campaign:
     def _suggestion_path(self, k: int) -> Path:
         return self.folder / "suggestions" / f"round_{k:03d}.csv"
 
-    def _fit_path(self, k: int) -> Path:
-        return self.folder / "fits" / f"round_{k:03d}.nc"
+    def _fit_path(self, k: int, fit=None) -> Path:
+        """Where round ``k``'s fit is saved: a netCDF file for a law fit, a folder for a pipeline."""
+        pipeline = hasattr(fit, "stages") if fit is not None else self.state.get("fit_kind") == "pipeline"
+        return self.folder / "fits" / (f"round_{k:03d}" if pipeline else f"round_{k:03d}.nc")
 
     # ------------------------------------------------------------ phases
 
@@ -327,24 +336,24 @@ class Campaign:
         k = self.round
         t0 = time.time()
         fit = self.fit_fn(self.runs, self.seed_of(k))
-        saved = False
-        if hasattr(fit, "save") and hasattr(fit, "idata"):
-            fit.save(self._fit_path(k))
-            saved = True
+        saved = hasattr(fit, "save")
+        if saved:
+            fit.save(self._fit_path(k, fit))
         self._fit = fit
-        self._save_state(phase="suggest", fit_saved=saved, fit_seconds=round(time.time() - t0, 2))
+        self._save_state(phase="suggest", fit_saved=saved, fit_kind="pipeline" if hasattr(fit, "stages") else "law",
+                         fit_seconds=round(time.time() - t0, 2))
 
     def _load_or_refit(self):
         k = self.round
         path = self._fit_path(k)
-        if self.state.get("fit_saved") and path.is_file() and not self.state.get("custom_fit"):
-            from bayesmix.inference.fit import load_fit
+        if self.state.get("fit_saved") and path.exists() and not self.state.get("custom_fit"):
+            from bayesmix.pipeline.store import load_result
 
-            return load_fit(path)
+            return load_result(path)
         return self.fit_fn(self.runs, self.seed_of(k))
 
     def _suggest(self) -> None:
-        from bayesmix.design.suggest import suggest, suggest_settings
+        from bayesmix.design.suggest import suggest_settings, suggest_with_landscape
 
         k = self.round
         runs = self.runs
@@ -354,8 +363,10 @@ class Campaign:
             options["eval"] = self.state["eval"]
         if "domains" not in options:
             options["domains"] = self.domains
-        table = suggest(self.latest_fit(), q=int(self.state["q"]), bounds=self.bounds, seed=self.seed_of(k),
-                        pool=pool, tried=runs, prefix=f"r{k}-next", **suggest_settings(options))
+        table, landscape = suggest_with_landscape(self.latest_fit(), q=int(self.state["q"]), bounds=self.bounds,
+                                                  seed=self.seed_of(k), pool=pool, tried=runs, prefix=f"r{k}-next",
+                                                  **suggest_settings(options))
+        write_table(landscape, self._suggestion_path(k).with_name(f"round_{k:03d}_landscape.csv"))
         write_table(table, self._suggestion_path(k))
         self._save_state(phase="run", last_incumbent=table.attrs.get("incumbent"),
                          last_incumbent_mixture=table.attrs.get("incumbent_mixture"), runs_before=self._run_ids())

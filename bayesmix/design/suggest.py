@@ -123,6 +123,7 @@ def _fit_objective(fit, eval: str | None, max_draws: int, seed: int) -> Objectiv
     idx = _select_draws(next(iter(params.values())).shape[0], max_draws, seed)
     if fit.law.name == "mix":
         from bayesmix.laws.mixing import m4_draws
+        from bayesmix.laws.overall import weighted_overall
 
         with jax.enable_x64(True):
             level, floor, t = (jnp.asarray(np.asarray(params[k])[idx]) for k in ("level", "floor", "t"))
@@ -132,7 +133,7 @@ def _fit_objective(fit, eval: str | None, max_draws: int, seed: int) -> Objectiv
 
         def f(r):
             per_eval = m4_draws(r - r0, level, floor, t)  # (D, n, E)
-            return per_eval @ w if pick is None else per_eval[..., pick]
+            return weighted_overall(per_eval, w, pick)
 
         return Objective(f, domains, tried, True, eval, "fit:mix")
 

@@ -65,7 +65,7 @@ class BootstrapResult:
             values[b] = self.law.mean_draws({k: np.asarray(v)[None] for k, v in params.items()}, q, meta)[0]
         return labelled_draws(values, query.labels)
 
-    def predict(self, *, kind: str = "observation", prob: float = 0.9, draws: bool = False, seed: int = 0,
+    def predict(self, *, kind: str = "mean", prob: float = 0.9, draws: bool = False, seed: int = 0,
                 noise_draws: int = 20, **inputs):
         """Percentile-bootstrap summary (DataFrame: labels, mean, sd, lower, upper) or draws
         (``xr.DataArray`` (draw, point)), as :meth:`bayesmix.inference.fit.FitResult.predict`."""

@@ -48,13 +48,14 @@ class FitResult:
         """Natural parameters, chains flattened: name -> (draws, ...)."""
         return posterior_draws(self.idata, self.law.param_dims)
 
-    def predict(self, *, kind: str = "observation", prob: float = 0.9, draws: bool = False,
+    def predict(self, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
                 seed: int = 0, **inputs):
         """Predictive summary (DataFrame) or draws (``xr.DataArray`` (draw, point)).
 
         ``inputs`` are the law's query (``mixtures=``, ``steps=`` or ``sizes=``).
-        ``kind="observation"`` adds the fitted Student-t noise (an interval for a
-        loss you would measure); ``kind="mean"`` is the law's mean alone.
+        ``kind="mean"`` (the default, as :meth:`bayesmix.pipeline.result.PipelineResult.predict`)
+        is the law's mean loss; ``kind="observation"`` adds the fitted Student-t noise (an
+        interval for the loss one run would measure).
         """
         if kind not in PREDICTION_KINDS:
             raise ValueError(f"kind must be one of {PREDICTION_KINDS}, got {kind!r}")

@@ -56,6 +56,10 @@ class Query:
 
 
 class Law(Protocol):
+    """What every law provides. Laws the nested pipeline samples also carry ``fit_group`` (the
+    groups a stacked point fit copies), ``mean_sites`` (the sites of the mean at the
+    observations) and ``dense_lanes`` (a dense mass matrix for its lanes), and ``fitted``."""
+
     name: str
     param_dims: dict[str, list[str]]
 

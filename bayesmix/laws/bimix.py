@@ -43,7 +43,7 @@ import pandas as pd
 from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
-from bayesmix.laws.overall import OVERALL, one_size, target_weights
+from bayesmix.laws.overall import OVERALL, one_size, target_weights, weighted_overall
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood
 
@@ -259,7 +259,7 @@ class BiMixLaw:
         s = query.arrays["s_scaled"][None, None, :, None]  # (1, 1, steps, 1)
         p = {k: np.asarray(params[k])[:, None, None, :] for k in ("level", "alpha", "share", "beta")}
         per_eval = np.asarray(bimix_mean(r, s, p["level"], p["alpha"], p["share"], p["beta"]))
-        return self._with_overall(per_eval, query, meta, lambda x, w: x @ w)
+        return self._with_overall(per_eval, query, meta, weighted_overall)
 
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_e, and sqrt(sum w_e^2 sigma_e^2) for the overall."""

@@ -27,7 +27,7 @@ import pandas as pd
 from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
-from bayesmix.laws.overall import OVERALL
+from bayesmix.laws.overall import OVERALL, weighted_overall
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import rows_at_step
@@ -103,6 +103,10 @@ class MixingLaw:
 
     name = "mix"
     param_dims = {"t": ["eval", "domain"], "level": ["eval"], "floor": ["eval"], "sigma": ["eval"]}
+    fit_group = "eval"
+    mean_sites = ("level", "floor", "t")
+    dense_lanes = True  # level, floor and interactions trade off
+    downstream = True
 
     def model(self, data: dict, priors: dict, y=None):
         m4_model(data, priors, y)
@@ -191,6 +195,13 @@ class MixingLaw:
         return self.mean_from_per_eval(self.per_eval_draws(params, query), query, meta)
 
     @staticmethod
+    def fitted(params: dict[str, np.ndarray], data: LawData) -> np.ndarray:
+        """The mean at the law's own observations for every draw: (draws, n_obs)."""
+        a = data.arrays
+        per_run = m4_draws(a["r_centered"], params["level"], params["floor"], params["t"])  # (draws, runs, E)
+        return np.asarray(per_run)[:, a["run"], a["eval"]]
+
+    @staticmethod
     def per_eval_draws(params: dict[str, np.ndarray], query: Query) -> np.ndarray:
         """(draws, n, E): every eval's mean at the query's mixtures for every draw."""
         return np.asarray(m4_draws(query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
@@ -198,7 +209,7 @@ class MixingLaw:
     @classmethod
     def mean_from_per_eval(cls, per_eval: np.ndarray, query: Query, meta: dict) -> np.ndarray:
         """(draws, points) from per-eval means (draws, n, E): the overall is sum_e w_e L_e."""
-        return cls._with_overall(per_eval, query, meta, lambda x, w: x @ w)
+        return cls._with_overall(per_eval, query, meta, weighted_overall)
 
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_e per eval; sqrt(sum w_e^2 sigma_e^2) for the overall."""

@@ -35,7 +35,7 @@ from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixing import _point_init, _point_mean
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
-from bayesmix.laws.overall import OVERALL, target_weights
+from bayesmix.laws.overall import OVERALL, target_weights, weighted_overall
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood
 
@@ -205,7 +205,7 @@ class MultiScaleLaw:
         with jax.enable_x64(True):
             expo = np.asarray(jnp.einsum("pm,dgem->dpge", x, t))  # (draws, mixtures, groups, evals)
         per_eval = floor[:, None] + (level - floor)[:, None] * np.exp(expo)
-        return self._with_overall(per_eval, query, meta, lambda v, w: v @ w)
+        return self._with_overall(per_eval, query, meta, weighted_overall)
 
     def noise_scale(self, params: dict[str, np.ndarray], query: Query, meta: dict) -> np.ndarray:
         """(draws, points): sigma_ge, and sqrt(sum w_e^2 sigma_ge^2) for each group's overall."""

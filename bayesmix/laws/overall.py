@@ -44,6 +44,12 @@ def target_weights(weights, evals: list[str]) -> np.ndarray:
     return w
 
 
+def weighted_overall(per_eval, weights, pick: int | None = None):
+    """The overall loss ``sum_e w_e L_e`` over the last axis of ``per_eval`` (..., E), or eval
+    ``pick`` alone; numpy or JAX arrays alike."""
+    return per_eval @ weights if pick is None else per_eval[..., pick]
+
+
 def one_size(runs: pd.DataFrame, size: int | None, law: str) -> pd.DataFrame:
     """Rows of the one model size the law fits (``size`` picks it on a multi-size table)."""
     if size is None and runs["size"].nunique() > 1:
@@ -74,7 +80,7 @@ def per_run_target(rows: pd.DataFrame, evals: list[str] | None, weights, law: st
                             f"run(s) {incomplete[:10]} lack some")
     cols = mix_columns(rows)
     mixtures = rows.drop_duplicates("run").set_index("run").loc[wide.index, cols].to_numpy(float)
-    return list(wide.index), mixtures, wide.to_numpy(float) @ w, evals_seen, w
+    return list(wide.index), mixtures, weighted_overall(wide.to_numpy(float), w), evals_seen, w
 
 
 class OverallMixtureLaw:

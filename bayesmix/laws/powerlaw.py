@@ -107,6 +107,10 @@ class PowerLaw:
     x_column: str
     curve_keys: tuple[str, ...]
     param_dims = {"level": ["curve"], "floor": ["curve"], "exponent": ["curve"], "sigma": ["eval"]}
+    fit_group = "curve"  # the groups a stacked (bootstrap) point fit copies
+    mean_sites = ("level", "floor", "exponent")  # the sites the mean at the observations needs
+    dense_lanes = False  # whether lanes of this law sample with a dense mass matrix
+    downstream = False  # whether the pipeline refits it on upstream draws (one lane per draw)
 
     def model(self, data: dict, priors: dict, y=None):
         power_law_model(data, priors, y)

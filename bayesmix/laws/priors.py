@@ -125,6 +125,7 @@ DEFAULT_PRIORS.update({
         "student_df": 5.0,
     },
     "multiscale": dict(DEFAULT_PRIORS["mix"], group_tau=0.5),
+    "size_pooled": dict(DEFAULT_PRIORS["size"]),  # the pipeline's size law: the same priors, read the same way
 })
 
 

@@ -51,7 +51,6 @@ from bayesmix.inference.lanes import LaneSamples
 from bayesmix.pipeline.stages import Stage, fitted_at_obs, predict_stage
 
 K_MIN = 0.1
-MEAN_SITES = {"size": ("level", "floor", "exponent"), "mix": ("level", "floor", "t")}
 
 
 def residual_spread(values: np.ndarray, fitted_mean: np.ndarray, obs_eval: np.ndarray, n_evals: int) -> np.ndarray:
@@ -108,11 +107,11 @@ def shrink_predictions(pred: np.ndarray, k_points: np.ndarray) -> np.ndarray:
 def lane_ratios(stage, lanes: LaneSamples, values: np.ndarray, k_min: float = K_MIN) -> tuple[np.ndarray, dict]:
     """k (D, E) of the module docstring for lanes fitted to ``values`` (D, n_obs), and a summary
     {"own_noise_ratio": min / median / max of k, "residual_spread": v (E,)}. Run inside x64."""
-    if stage.name not in MEAN_SITES:
-        raise ValueError(f"no lane noise correction for stage {stage.name!r}; expected one of {sorted(MEAN_SITES)}")
+    if not stage.law.downstream:  # only laws refitted on upstream draws (lanes) have a lane noise
+        raise ValueError(f"no lane noise correction for stage {stage.name!r} (law {stage.law.name!r})")
     s = lanes.samples
     draws_per_lane = int(np.prod(s["sigma"].shape[1:3]))
-    fitted = fitted_at_obs(stage, lanes.pooled(MEAN_SITES[stage.name]))
+    fitted = fitted_at_obs(stage, lanes.pooled(stage.law.mean_sites))
     fitted_mean = fitted.reshape(lanes.n_lanes, draws_per_lane, -1).mean(axis=1)
     v = residual_spread(values, fitted_mean, np.asarray(stage.data.arrays["eval"]), s["sigma"].shape[-1])
     k = own_noise_ratio(s["sigma"], v, stage.priors["student_df"], k_min)

@@ -142,6 +142,7 @@ class PipelineResult:
         import jax.numpy as jnp
 
         from bayesmix.laws.mixing import m4_draws
+        from bayesmix.laws.overall import weighted_overall
 
         evals = self.evals
         eval = OVERALL if eval is None and len(evals) > 1 else (eval or evals[0])
@@ -165,7 +166,7 @@ class PipelineResult:
             per_eval = m4_draws(r - r0, level, floor, t)  # (draws, n, E)
             if ratio is not None:
                 per_eval = shrink_by_lane(per_eval, lanes, ratio[:, None, :], ratio.shape[0])
-            mean = per_eval @ w if pick is None else per_eval[..., pick]
+            mean = weighted_overall(per_eval, w, pick)
             return mean + per * delta(r)
 
         return f

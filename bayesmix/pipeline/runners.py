@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from bayesmix.pipeline.nested import Pipeline
 
 
-DENSE_STAGES = ("size", "mix")
 
 
 LANE_FAIL_MAX = 0.1  # warn when more than this share of a stage's lanes diverge
@@ -115,7 +114,7 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
     anchor's long warm-up it adapts well, and M4 needs ~100 leapfrog steps per
     iteration instead of the 255 of a diagonal one at tree depth 8.
     """
-    dense = stage.name in DENSE_STAGES
+    dense = stage.law.dense_lanes
     single = dataclasses.replace(pipeline.fit_config, dense_mass=dense)
     with jax.enable_x64(True):
         if values.shape[0] == 1:

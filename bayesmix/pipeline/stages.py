@@ -21,19 +21,13 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pandas as pd
 
 from bayesmix.inference.lanes import LaneConfig, LaneSampler, LaneSamples, WarmStart
 from bayesmix.data.table import RunTableError
-from bayesmix.laws import LawData, Query, get_law, power_law_mean
-from bayesmix.laws.mixing import m4_draws
+from bayesmix.laws import LawData, Query, get_law
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
-from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.annealing import ANNEALED
 from bayesmix.laws.size import MIN_SIZES
 from bayesmix.data.schedule import Schedule, has_schedule, run_schedules
@@ -237,11 +231,11 @@ def size_stage(labels: pd.DataFrame, mean: np.ndarray, plan: Plan, *, priors: di
                       "only: left out of the size and mixing stages", UserWarning, stacklevel=3)
     inputs = np.flatnonzero(keep)
     table = labels.iloc[inputs].assign(loss=mean[inputs], step=plan.target_step).reset_index(drop=True)
-    law = get_law("size")
+    law = get_law("size_pooled")
     data = law.prepare(table.drop(columns="mixture"), step=plan.target_step)
     query = law.query(data, sizes=[plan.target_size])
     own = dict(zip(data.obs_index["mixture"].astype(str), table["mixture"].astype(str)))
-    return Stage("size", data, query, inputs, priors, labels=own)
+    return Stage("size", data, query, inputs, priors, labels=own, law_name=law.name)
 
 
 def size_labels(stage: Stage) -> pd.DataFrame:
@@ -264,59 +258,10 @@ def mix_stage(labels: pd.DataFrame, mean: np.ndarray, plan: Plan, *, unit: str, 
     return Stage("mix", data, None, np.arange(len(table)), priors)
 
 
-def pooled_size_model(data: dict, priors: dict, y=None):
-    """The pipeline's size law: curves c = (mixture, eval), exponent pooled per eval domain.
-
-        level_c = y_ref_c exp(level_sd z_c),  z_c ~ N(0, 1)
-        floor_c = level_c sigmoid(f_c),       f_c ~ N(mu_f, tau_f)     (centred: data inform f_c)
-        beta_e  = exp(a_e),                   a_e ~ N(exponent_log_loc, exponent_log_sd)
-        y_i ~ StudentT(df, floor_c + (level_c - floor_c) x_i^-beta_e, sigma_e [+ meas_sd_i])
-
-    With three or four model sizes a per-mixture exponent is not identified (its
-    posterior is wider than the spread across mixtures) and a hierarchy on it
-    puts NUTS in a funnel at the maximum tree depth; one exponent per eval domain
-    keeps the geometry simple (dense mass matrix: about 25 leapfrog steps).
-    data: the size law's arrays plus ``curve_eval`` (C,).
-    """
-    n_curves = data["y_ref"].shape[0]
-    mu_f = numpyro.sample("floor_logit_mu", dist.Normal(priors["floor_logit_loc"], priors["floor_logit_sd"]))
-    tau_f = numpyro.sample("floor_logit_tau", dist.HalfNormal(priors["floor_logit_tau"]))
-    with numpyro.plate("eval", data["n_evals"]):
-        a = numpyro.sample("exponent_log", dist.Normal(priors["exponent_log_loc"], priors["exponent_log_sd"]))
-    sigma = noise_scale_site(data, priors, data["n_evals"])
-    with numpyro.plate("curve", n_curves):
-        z = numpyro.sample("level_z", dist.Normal(0.0, 1.0))
-        f = numpyro.sample("floor_logit", dist.Normal(mu_f, tau_f))
-        level = numpyro.deterministic("level", data["y_ref"] * jnp.exp(priors["level_sd"] * z))
-        floor = numpyro.deterministic("floor", level * jax.nn.sigmoid(f))
-        exponent = numpyro.deterministic("exponent", jnp.exp(a)[data["curve_eval"]])
-    c, e = data["curve"], data["eval"]
-    mean = power_law_mean(data["x_scaled"], level[c], floor[c], exponent[c])
-    with numpyro.plate("obs_dim", mean.shape[0]):
-        numpyro.sample("obs", likelihood(mean, observation_scale(sigma[e], data), priors["student_df"], y), obs=y)
 
 
-def curve_eval(data: LawData) -> np.ndarray:
-    """Eval index of every curve of a power-law ``data``: (C,)."""
-    out = np.zeros(len(data.coords["curve"]), dtype=np.int32)
-    out[data.arrays["curve"]] = data.arrays["eval"]
-    return out
 
 
-def pooled_size_init(data: LawData, point: dict[str, np.ndarray], priors: dict) -> dict[str, np.ndarray]:
-    """Start values of :func:`pooled_size_model` from a point fit (clipped to sane ranges)."""
-    share = np.clip(point["floor"] / point["level"], 0.05, 0.95)
-    logit = np.log(share / (1 - share))
-    log_exponent = np.log(np.clip(point["exponent"], 0.02, 3.0))
-    ce = curve_eval(data)
-    return {
-        "floor_logit_mu": float(np.median(logit)),
-        "floor_logit_tau": max(float(np.std(logit)), 0.1),
-        "floor_logit": logit,
-        "level_z": np.clip(np.log(point["level"] / data.arrays["y_ref"]) / priors["level_sd"], -3, 3),
-        "exponent_log": np.array([np.median(log_exponent[ce == e]) for e in range(data.arrays["n_evals"])]),
-        "sigma": np.full(data.arrays["n_evals"], 0.005 * data.arrays["loss_scale"]),
-    }
 
 
 def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
@@ -332,11 +277,7 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
     ints = {k: int(v) for k, v in stage.data.arrays.items() if isinstance(v, (int, np.integer))}
     if meas_sd is not None:
         static["meas_sd"] = np.asarray(meas_sd, float)
-    if stage.name == "size":
-        static["curve_eval"] = curve_eval(stage.data)
-        law_model = pooled_size_model
-    else:
-        law_model = stage.law.model
+    law_model = stage.law.model
     priors = dict(stage.priors)
 
     def model(batch):
@@ -350,8 +291,6 @@ def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
 def init_values(stage: Stage, y: np.ndarray, point: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """NUTS start values of the stage's model from a point fit on ``y``."""
     data = dataclasses.replace(stage.data, y=np.asarray(y, float))
-    if stage.name == "size":
-        return pooled_size_init(data, point, stage.priors)
     return stage.law.init_values(data, point, stage.priors)
 
 
@@ -413,7 +352,7 @@ def stacked_point_fit(stage: Stage, ys: np.ndarray, *, seed: int, n_starts: int)
     """
     B = ys.shape[0]
     a = stage.data.arrays
-    group = "eval" if stage.name == "mix" else "curve"
+    group = stage.law.fit_group
     n_groups = len(stage.data.coords[group])
     per_obs = {k for k, v in a.items() if isinstance(v, np.ndarray) and v.shape == (stage.data.n_obs,)}
     arrays = {k: np.tile(v, B) if k in per_obs else v for k, v in a.items()}
@@ -426,11 +365,7 @@ def stacked_point_fit(stage: Stage, ys: np.ndarray, *, seed: int, n_starts: int)
 
 def fitted_at_obs(stage: Stage, params: dict[str, np.ndarray]) -> np.ndarray:
     """Law mean at the stage's own observations for every parameter draw: (draws, n_obs)."""
-    a = stage.data.arrays
-    if stage.name == "mix":
-        per_run = m4_draws(a["r_centered"], params["level"], params["floor"], params["t"])  # (draws, runs, E)
-        return np.asarray(per_run)[:, a["run"], a["eval"]]
-    return stage.law.fitted(params, stage.data)
+    return np.asarray(stage.law.fitted(params, stage.data))
 
 
 def resample_residuals(resid: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.data.table import validate_runs
-from bayesmix.laws.mixing import OVERALL
+from bayesmix.laws.overall import OVERALL, weighted_overall
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 from bayesmix.decide.support import support_table
 
@@ -41,7 +41,7 @@ def observed_at(runs: pd.DataFrame, *, size: int, step: int, evals: list[str],
     wide = wide[evals].dropna()
     long = wide.reset_index().melt(id_vars="run", var_name="eval", value_name="observed")
     if len(evals) > 1:
-        overall = pd.DataFrame({"run": wide.index, "eval": OVERALL, "observed": wide.to_numpy() @ weights})
+        overall = pd.DataFrame({"run": wide.index, "eval": OVERALL, "observed": weighted_overall(wide.to_numpy(), weights)})
         long = pd.concat([long, overall], ignore_index=True)
     mixtures = rows.drop_duplicates("run").set_index("run")[mix_columns(rows)]
     return long.join(mixtures, on="run")

@@ -26,15 +26,7 @@ every mixture, so comparisons are paired):
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime as _dt
-import html
-import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,19 +36,12 @@ from bayesmix.inference.diagnostics import adequacy_problems
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns, mixture_labels
 from bayesmix.laws.overall import OVERALL
 from bayesmix.data.keyvalues import parse_key_values
-from bayesmix.data.io import atomic_write
+from bayesmix.decide.simplex import SimplexBounds
 from bayesmix.decide.support import support_table
+from bayesmix.design import candidates as cand
+from bayesmix.report.document import CRITERIA, Report
+from bayesmix.report.figures import finish_figures, fit_figures, loss_surface_fn, pipeline_figures
 
-SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
-            "diagnostics", "model", "data")
-SECTION_TITLES = {"recommendation": "Recommendation", "truth": "Real target runs", "ranking": "Ranking", "capabilities": "Capabilities",
-                  "multiplier": "Compute multiplier", "budget": "Error budget", "suggestions": "Next experiments",
-                  "diagnostics": "Diagnostics", "model": "Fitted laws", "data": "Data & settings"}
-CRITERIA = {"mean": ("posterior mean", True), "p_beat": ("P(beats baseline)", False),
-            "q90": ("90th percentile", True), "cvar": ("CVaR 90%", True)}
-DOMAIN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                  "#bcbd22", "#17becf")
-MAX_DOMAIN_COLUMNS = 6
 CANDIDATE_STREAM = 7211  # random candidates use their own stream: never the draws that designed the runs
 
 
@@ -236,8 +221,8 @@ def candidate_mixtures(
             given["mixture"] = [f"given{i + 1}" for i in range(len(given))]
         parts.append(given[["mixture", "source", *cols]])
     if n_random > 0:
-        rng = np.random.default_rng([seed, CANDIDATE_STREAM])
-        r = rng.dirichlet(np.ones(len(domains)), size=n_random)
+        stream = int(np.random.SeedSequence([seed, CANDIDATE_STREAM]).generate_state(1)[0])
+        r = cand.dirichlet(SimplexBounds(list(domains)), n_random, seed=stream, concentration=1.0)  # Dirichlet(1)
         width = len(str(n_random))
         random = pd.DataFrame(r, columns=cols)
         random.insert(0, "source", "random")
@@ -253,462 +238,56 @@ def candidate_mixtures(
 
 # ----------------------------------------------------------------------------- the report object
 
-@dataclasses.dataclass
-class EmbeddedFigure:
-    """An embedded figure: PNG bytes, a caption and its display width (px)."""
-
-    png: bytes
-    caption: str
-    width: int = 760
-    wide: bool = False
 
 
-@dataclasses.dataclass
-class Report:
-    """Everything the HTML shows, as plain data.
-
-    ``ranking``: :func:`risk_table` rows (best first; ``mix.*`` columns, a
-    ``source`` column optional); ``baseline`` its name. Optional tables are
-    ``None`` when unavailable, with the reason in ``missing[section]``:
-    ``per_eval`` (mixture, eval, mean, lower, upper), ``multiplier`` (mixture,
-    median, lower, upper[, prob_above_1]), ``budget`` (eval, stage, share) with ``budget_advice``,
-    ``suggestions`` (mix.* plus any columns), ``truth`` (held-out target-scale runs observed
-    against predicted: :func:`bayesmix.pipeline.verify.target_truth`) with ``truth_note``, ``backtest`` (one row per stage
-    replayed: :meth:`bayesmix.pipeline.discrepancy.Discrepancy.table`). ``diagnostics``: one row per fitted
-    part (``part``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``,
-    ``divergences``, ``ok``, ``problems``). ``figures``: section -> embedded
-    figures. ``settings``: label -> value, in order. ``data_summary``: a small
-    table describing the run table.
-    """
-
-    title: str
-    baseline: str
-    ranking: pd.DataFrame
-    diagnostics: pd.DataFrame
-    rank_by: str = "mean"
-    prob: float = 0.9
-    top: int = 8
-    target: str = ""
-    per_eval: pd.DataFrame | None = None
-    multiplier: pd.DataFrame | None = None
-    budget: pd.DataFrame | None = None
-    budget_advice: str | None = None
-    suggestions: pd.DataFrame | None = None
-    suggestions_note: str = ""
-    truth: pd.DataFrame | None = None
-    truth_note: str = ""
-    backtest: pd.DataFrame | None = None
-    trust_region: bool = True
-    figures: dict[str, list[EmbeddedFigure]] = dataclasses.field(default_factory=dict)
-    settings: dict[str, object] = dataclasses.field(default_factory=dict)
-    data_summary: pd.DataFrame | None = None
-    missing: dict[str, str] = dataclasses.field(default_factory=dict)
-    rerun_hint: str = "Rerun with longer chains (more warm-up and draws)"
-    caveat: str = ""  # plain text put before the recommendation (e.g. the law explains less than a constant)
-    created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
-
-    def __post_init__(self):
-        if self.rank_by not in CRITERIA:
-            raise ValueError(f"rank_by must be one of {list(CRITERIA)}, got {self.rank_by!r}")
-        required = ["mixture", "mean", "lower", "upper", "p_beat", "q90", "cvar"]
-        missing = [c for c in required if c not in self.ranking]
-        if missing:
-            raise KeyError(f"ranking table lacks column(s) {missing} (build it with risk_table)")
-        if self.baseline not in set(self.ranking["mixture"].astype(str)):
-            raise KeyError(f"baseline {self.baseline!r} is not in the ranking table")
-
-    @property
-    def failed(self) -> list[str]:
-        """One line per fitted part whose diagnostics failed."""
-        bad = self.diagnostics[~self.diagnostics["ok"].astype(bool)] if len(self.diagnostics) else self.diagnostics
-        return [f"{row['part']}: {row['problems']}" for _, row in bad.iterrows()]
-
-    @property
-    def best(self) -> pd.Series:
-        """The recommended mixture: the first row of the ranking inside the trust region of
-        the tried mixtures (``inside_support``, :mod:`bayesmix.decide.support`) unless
-        ``trust_region`` is False or no row is inside; else the first row."""
-        table = self.ranking
-        if self.trust_region and "inside_support" in table and table["inside_support"].any():
-            return table[table["inside_support"].astype(bool)].iloc[0]
-        return table.iloc[0]
-
-    def _why_outside(self, row: pd.Series) -> str:
-        """Why a ranked mixture lies outside the trust region, in words."""
-        radius = self.ranking.attrs.get("trust_radius", float("nan"))
-        reasons = []
-        if row["distance"] > radius + 1e-9:
-            reasons.append(f"total-variation distance {row['distance']:.2f} to the nearest tried mixture, beyond the "
-                           f"design's widest gap {radius:.2f}")
-        if str(row.get("outside_range", "") or ""):
-            reasons.append(f"its share of {row['outside_range']} lies outside the range the tried mixtures span "
-                           "(a domain cut below every tried share can get worse with training, which no run saw)")
-        return "; ".join(reasons) or "outside the trust region"
-
-    @property
-    def outside_note(self) -> str:
-        """Why the top-ranked mixture is not the recommended one (empty when it is)."""
-        top, best = self.ranking.iloc[0], self.best
-        if str(top["mixture"]) == str(best["mixture"]):
-            if "inside_support" in self.ranking and not bool(best["inside_support"]):
-                return (f"{best['mixture']} lies outside the trust region of the tried mixtures "
-                        f"({self._why_outside(best)}): its prediction is an extrapolation.")
-            return ""
-        return (f"The lowest predicted loss, {top['mixture']} ({top['mean']:.4f}), lies outside the trust region of "
-                f"the tried mixtures ({self._why_outside(top)}); it is not recommended until a run near it "
-                "confirms it.")
-
-    def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110,
-                   wide: bool = False) -> None:
-        """Embed a matplotlib figure (or PNG bytes) in ``section``; ``wide`` figures take the
-        full page width instead of a column."""
-        if section not in SECTIONS:
-            raise ValueError(f"unknown section {section!r}; sections are {list(SECTIONS)}")
-        from bayesmix.report.figures import figure_png
-
-        png = fig if isinstance(fig, bytes) else figure_png(fig, dpi=dpi)
-        self.figures.setdefault(section, []).append(EmbeddedFigure(png, caption, width, wide))
 
 
 # ----------------------------------------------------------------------------- HTML
 
-def _fmt_loss(x) -> str:
-    return "" if pd.isna(x) else f"{float(x):.4f}"
 
 
-def _fmt_mult(x) -> str:
-    """A compute multiplier: ``1.48x``; infinite when the baseline never reaches the loss."""
-    return "&infin;" if not np.isfinite(float(x)) else f"{float(x):.2f}x"
 
 
-def _fmt_prob(x) -> str:
-    return "&mdash;" if pd.isna(x) else f"{float(x):.0%}" if 0.005 <= float(x) <= 0.995 else (
-        "&lt;1%" if float(x) < 0.005 else "&gt;99%")
 
 
-def _table(frame: pd.DataFrame, *, row_classes: Sequence[str] | None = None, raw: Sequence[str] = ()) -> str:
-    """An escaped HTML table; columns named in ``raw`` hold trusted HTML."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for i, (_, row) in enumerate(frame.iterrows()):
-        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = "".join(f"<td>{v if c in raw else html.escape(str(v))}</td>" for c, v in row.items())
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _proportions_text(row: pd.Series, domains: Sequence[str], k: int = 4) -> str:
-    values = sorted(((float(row[MIX_PREFIX + d]), d) for d in domains), reverse=True)
-    return ", ".join(f"{d} {v:.2f}" for v, d in values[:k] if v >= 0.005) + (" ..." if len(domains) > k else "")
 
 
-def ranking_frame(report: Report) -> tuple[pd.DataFrame, list[str]]:
-    """The displayed ranking: top ``report.top`` rows plus the baseline; row classes."""
-    table = report.ranking
-    domains = [c[len(MIX_PREFIX):] for c in mix_columns(table)]
-    shown = table.head(report.top)
-    if report.baseline not in set(shown["mixture"].astype(str)):
-        shown = pd.concat([shown, table[table["mixture"].astype(str) == report.baseline]])
-    pct = round(100 * report.prob)
-    names = [html.escape(str(m)) for m in shown["mixture"]]
-    if "source" in shown:
-        names = [f"{n} <small>{html.escape(str(src))}</small>" if str(src) != str(m) else n
-                 for n, m, src in zip(names, shown["mixture"], shown["source"])]
-    out = pd.DataFrame({"rank": shown[f"rank_{report.rank_by}"].to_numpy(), "mixture": names})
-    if len(domains) <= MAX_DOMAIN_COLUMNS:
-        for d in domains:
-            out[d] = [f"{v:.3f}" for v in shown[MIX_PREFIX + d]]
-    elif domains:
-        out["proportions"] = [_proportions_text(r, domains) for _, r in shown.iterrows()]
-    out["mean loss"] = [_fmt_loss(v) for v in shown["mean"]]
-    out[f"{pct}% interval"] = [f"{float(a):.4f} &ndash; {float(b):.4f}" for a, b in zip(shown["lower"], shown["upper"])]
-    out["vs baseline"] = [f"{float(v):+.4f}" for v in shown["delta"]] if "delta" in shown else ""
-    out["P(beats base)"] = [_fmt_prob(v) for v in shown["p_beat"]]
-    out["90th pct"] = [_fmt_loss(v) for v in shown["q90"]]
-    out["CVaR 90%"] = [_fmt_loss(v) for v in shown["cvar"]]
-    if "distance" in shown:
-        out["distance to tried"] = [f"{v:.2f}" + ("" if inside else " (outside)")
-                                    for v, inside in zip(shown["distance"], shown["inside_support"])]
-    others = [n for n in CRITERIA if n != report.rank_by and f"rank_{n}" in shown]
-    if others:
-        short = {"mean": "mean", "p_beat": "P", "q90": "q90", "cvar": "CVaR"}
-        out[f"ranks by {' / '.join(short[n] for n in others)}"] = [
-            " / ".join(str(int(row[f"rank_{n}"])) for n in others) for _, row in shown.iterrows()]
-    best = str(report.best["mixture"])
-    classes = ["best" if m == best else "baseline" if m == report.baseline else ""
-               for m in shown["mixture"].astype(str)]
-    return out, classes
 
 
-def _per_eval_frame(per_eval: pd.DataFrame, prob: float) -> pd.DataFrame:
-    """Wide capability table: one row per mixture, one 'mean [lower, upper]' cell per eval."""
-    per_eval = per_eval.assign(cell=[f"{m:.4f}<br><small>[{lo:.4f}, {hi:.4f}]</small>" for m, lo, hi in
-                                     zip(per_eval["mean"], per_eval["lower"], per_eval["upper"])])
-    wide = per_eval.pivot_table(index="mixture", columns="eval", values="cell", aggfunc="first", sort=False)
-    evals = list(dict.fromkeys(per_eval["eval"].astype(str)))
-    evals = [e for e in evals if e != OVERALL] + ([OVERALL] if OVERALL in evals else [])
-    return wide[evals].reset_index()
 
 
-def _cards(report: Report) -> list[dict]:
-    """The headline cards: ``key`` is plain text (names from the data; escaped when rendered),
-    ``value`` and ``sub`` are trusted HTML made of numbers only."""
-    best = report.best
-    pct = round(100 * report.prob)
-    cards = [{"key": f"predicted loss{' (' + report.target + ')' if report.target else ''}",
-              "value": f"{best['mean']:.4f}", "sub": f"{pct}% interval {best['lower']:.4f} &ndash; {best['upper']:.4f}"}]
-    if str(best["mixture"]) != report.baseline:
-        base = report.ranking[report.ranking["mixture"].astype(str) == report.baseline].iloc[0]
-        cards.append({"key": f"vs baseline ({report.baseline})", "value": f"{best['mean'] - base['mean']:+.4f}",
-                      "sub": f"baseline {base['mean']:.4f} [{base['lower']:.4f}, {base['upper']:.4f}]"})
-        cards.append({"key": "P(beats baseline)", "value": _fmt_prob(best["p_beat"]),
-                      "sub": "share of posterior draws with a lower loss"})
-    if report.multiplier is not None and len(report.multiplier):
-        row = _multiplier_row(report)
-        if row is not None:
-            cards.append({"key": "compute multiplier", "value": _fmt_mult(row["median"]),
-                          "sub": f"{pct}% interval {_fmt_mult(row['lower'])} &ndash; {_fmt_mult(row['upper'])}"})
-    cards.append({"key": "CVaR 90% / 90th pct", "value": f"{best['cvar']:.4f}", "sub": f"90th percentile {best['q90']:.4f}"})
-    return cards
 
 
-def _multiplier_row(report: Report):
-    table = report.multiplier
-    match = table[table["mixture"].astype(str) == str(report.best["mixture"])]
-    return match.iloc[0] if len(match) else None
 
 
-def _headline(report: Report) -> str:
-    best = report.best
-    pct = round(100 * report.prob)
-    target = f" at {report.target}" if report.target else ""
-    text = (f"Train on <b>{html.escape(str(best['mixture']))}</b>: predicted loss{html.escape(target)} "
-            f"{best['mean']:.4f} ({pct}% interval {best['lower']:.4f}&ndash;{best['upper']:.4f})")
-    if report.outside_note:
-        text = html.escape(report.outside_note) + " " + text
-    if report.caveat:
-        text = f"<b>Not a confident recommendation:</b> {html.escape(report.caveat)} " + text
-    if str(best["mixture"]) == report.baseline:
-        return text + ", which is the baseline itself: no candidate is predicted to do better."
-    return text + (f", {_fmt_prob(best['p_beat'])} probability of beating the baseline "
-                   f"<b>{html.escape(report.baseline)}</b>.")
 
 
-def _disagreement(report: Report) -> str:
-    table = report.ranking
-    lines = []
-    for name, (title, _) in CRITERIA.items():
-        if name == report.rank_by:
-            continue
-        top = table.loc[table[f"rank_{name}"].idxmin(), "mixture"]
-        if str(top) != str(report.best["mixture"]):
-            lines.append(f"by {title} the best is {top}")
-    if not lines:
-        return "All four criteria (posterior mean, P(beats baseline), 90th percentile, CVaR) agree on this mixture."
-    return "The criteria disagree: " + "; ".join(lines) + ". A risk-averse choice favours the CVaR ranking."
 
 
-def _diag_line(row: pd.Series) -> str:
-    """One part's diagnostics in a few words."""
-    rhat = f"max R-hat {row['rhat_max']:.3f}" if pd.notna(row.get("rhat_max")) else "R-hat not computed"
-    lanes = row.get("lanes")
-    if pd.notna(lanes) and int(lanes) > 1:
-        pooled = row.get("rhat_pooled")
-        pooled = f"pooled R-hat {pooled:.3f}, " if pd.notna(pooled) else ""
-        return (f"{row['part']}: {pooled}{row.get('fail_fraction', 0.0):.0%} of {int(lanes)} lanes above the "
-                f"per-lane R-hat threshold, {rhat}, {int(row.get('divergences', 0))} divergences")
-    return f"{row['part']}: {rhat}, {int(row.get('divergences', 0))} divergences"
 
 
-def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    out = pd.DataFrame({"part": diagnostics["part"].astype(str)})
-    for col, fmt in (("rhat_max", "{:.3f}"), ("rhat_pooled", "{:.3f}"), ("ess_bulk_min", "{:.0f}"),
-                     ("ess_tail_min", "{:.0f}"), ("divergences", "{:.0f}"), ("ebfmi_min", "{:.2f}"),
-                     ("treedepth_saturation", "{:.0%}"), ("lanes", "{:.0f}"), ("fail_fraction", "{:.0%}")):
-        if col in diagnostics and diagnostics[col].notna().any():
-            out[col.replace("_", " ")] = [fmt.format(v) if pd.notna(v) else "" for v in diagnostics[col]]
-    out["status"] = ['<span class="good">ok</span>' if ok else '<span class="bad">FAILED</span>'
-                     for ok in diagnostics["ok"].astype(bool)]
-    out["problems"] = diagnostics["problems"].fillna("").astype(str)
-    return out, ["" for _ in range(len(out))]
 
 
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.PackageLoader("bayesmix.report", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
-                              lstrip_blocks=True)
 
 
-def render_html(report: Report) -> str:
-    """The report as one HTML string (no external references)."""
-    import jinja2
-
-    from bayesmix import __version__
-
-    safe = jinja2.utils.markupsafe.Markup
-    domains = [c[len(MIX_PREFIX):] for c in mix_columns(report.ranking)]
-    best = report.best
-    ranking, classes = ranking_frame(report)
-    raw = [c for c in ranking.columns if "interval" in c or c in ("P(beats base)", "mixture")]
-    diag, _ = _diag_frame(report.diagnostics)
-    pct = round(100 * report.prob)
-    bar = [{"domain": d, "pct": round(100 * float(best[MIX_PREFIX + d]), 1), "text": f"{float(best[MIX_PREFIX + d]):.2f}",
-            "colour": DOMAIN_COLOURS[k % len(DOMAIN_COLOURS)]} for k, d in enumerate(domains)]
-    context = {
-        "title": report.title,
-        "subtitle": f"baseline: {report.baseline} · ranked by {CRITERIA[report.rank_by][0]} · "
-                    f"{len(report.ranking)} candidate mixtures" + (f" · target {report.target}" if report.target else ""),
-        "version": __version__,
-        "created": report.created,
-        "toc": [(s, SECTION_TITLES[s]) for s in SECTIONS],
-        "warnings": report.failed,
-        "rerun_hint": report.rerun_hint,
-        "diagnostics_line": "; ".join(_diag_line(r) for _, r in report.diagnostics.iterrows()) or "no failures",
-        "headline": safe(_headline(report)),
-        "best_bar": [b for b in bar if b["pct"] > 0],
-        "cards": [{k: v if k == "key" else safe(v) for k, v in c.items()} for c in _cards(report)],
-        "disagreement": _disagreement(report),
-        "ranking_note": (f"The top {min(report.top, len(report.ranking))} of {len(report.ranking)} candidates, ranked "
-                         f"by {CRITERIA[report.rank_by][0]}, and the baseline. Mean and {pct}% interval of the predicted "
-                         "loss; P(beats baseline) compares the same posterior draws; the 90th percentile and CVaR "
-                         "(mean of the worst 10% of draws) penalise uncertain, extrapolated mixtures."),
-        "ranking_table": safe(_table(ranking, row_classes=classes, raw=raw)),
-        "prob_pct": pct,
-        "capabilities_table": safe(_table(cap := _per_eval_frame(report.per_eval, report.prob),
-                                          raw=[c for c in cap.columns if c != "mixture"]))
-        if report.per_eval is not None and len(report.per_eval) else None,
-        "multiplier_table": None,
-        "multiplier_line": "",
-        "budget_table": None,
-        "budget_advice": report.budget_advice,
-        "suggestions_table": None,
-        "suggestions_note": report.suggestions_note,
-        "truth_table": safe(_table(_truth_frame(report.truth, report.prob)))
-        if report.truth is not None and len(report.truth) else None,
-        "truth_note": report.truth_note,
-        "backtest_table": safe(_table(_backtest_frame(report.backtest, report.prob)))
-        if report.backtest is not None and len(report.backtest) else None,
-        "diagnostics_table": safe(_table(diag, raw=["status"])),
-        "data_table": safe(_table(report.data_summary)) if report.data_summary is not None else None,
-        "settings": [(k, str(v)) for k, v in report.settings.items()],
-        "missing": {s: report.missing.get(s, "Not available for this fit.") for s in SECTIONS},
-        "figures": {s: [{"png": base64.b64encode(f.png).decode("ascii"), "caption": f.caption, "width": f.width,
-                         "wide": f.wide} for f in report.figures.get(s, [])] for s in SECTIONS},
-    }
-    if report.multiplier is not None and len(report.multiplier):
-        m = report.multiplier
-        shown = pd.DataFrame({"mixture": m["mixture"].astype(str),
-                              "multiplier (median)": [_fmt_mult(v) for v in m["median"]],
-                              f"{pct}% interval": [f"{_fmt_mult(a)} &ndash; {_fmt_mult(b)}"
-                                                   for a, b in zip(m["lower"], m["upper"])]})
-        if "prob_above_1" in m:
-            shown["P(more than 1x)"] = [_fmt_prob(v) for v in m["prob_above_1"]]
-        context["multiplier_table"] = safe(_table(shown, raw=["multiplier (median)", f"{pct}% interval",
-                                                              "P(more than 1x)"]))
-        row = _multiplier_row(report)
-        if row is not None:
-            context["multiplier_line"] = safe(
-                f"Training on <b>{html.escape(str(row['mixture']))}</b> is as good as <b>{_fmt_mult(row['median'])}</b> "
-                f"({pct}% interval {_fmt_mult(row['lower'])}&ndash;{_fmt_mult(row['upper'])}) the steps on "
-                f"<b>{html.escape(report.baseline)}</b>.")
-    if report.budget is not None and len(report.budget):
-        budget = report.budget.pivot_table(index="eval", columns="stage", values="share", aggfunc="sum", sort=False)
-        shown = budget.map(lambda v: f"{v:.0%}" if pd.notna(v) else "").reset_index()
-        context["budget_table"] = safe(_table(shown))
-    if report.suggestions is not None and len(report.suggestions):
-        context["suggestions_table"] = safe(_table(_suggestions_frame(report.suggestions)))
-    return _environment().get_template("report.html.j2").render(**context)
 
 
-STAGE_REPLAY = {"step": "first half of each curve → its last checkpoint",
-                "size": "smaller sizes → the next size", "mix": "all mixtures but one → that one"}
 
 
-def _backtest_frame(table: pd.DataFrame, prob: float) -> pd.DataFrame:
-    """The discrepancy table (:meth:`bayesmix.pipeline.discrepancy.Discrepancy.table`) as shown."""
-    pct = round(100 * prob)
-
-    def per_unit(row, name):
-        return "" if pd.isna(row[name]) else f"{row[name]:+.3f}" if name == "bias_median" else f"{row[name]:.3f}"
-
-    rows = []
-    for _, row in table.iterrows():
-        source = {"backtests": f"{int(row['backtests'])} backtests", "prior": "prior (nothing to replay)"}.get(
-            row["source"], f"borrowed from {row['source']}")
-        at_target = ("per mixture (grows with its distance)" if pd.isna(row["target_distance"]) else
-                     f"{row['target_mean']:+.3f} ± {row['target_sd']:.3f} at {row['target_distance']:.2f}")
-        coverage = ("" if pd.isna(row["coverage_with"]) else
-                    f"{row['coverage_without']:.0%} → {row['coverage_with']:.0%}")
-        rows.append({"stage": row["stage"], "replayed": STAGE_REPLAY.get(row["stage"], ""), "from": source,
-                     "distance": row["distance"], "largest miss": "" if pd.isna(row["max_abs_miss"])
-                     else f"{row['max_abs_miss']:.3f}", "bias / unit": per_unit(row, "bias_median"),
-                     "spread / unit": per_unit(row, "k_median"), "at the target (mean ± sd)": at_target,
-                     f"{pct}% coverage (law alone → with discrepancy)": coverage})
-    return pd.DataFrame(rows)
 
 
-def _truth_frame(truth: pd.DataFrame, prob: float) -> pd.DataFrame:
-    """The overall loss of each held-out target-scale run: observed, predicted interval, inside it."""
-    rows = truth[truth["eval"] == OVERALL] if (truth["eval"] == OVERALL).any() else truth
-    return pd.DataFrame({"run": rows["run"].astype(str), "eval": rows["eval"].astype(str),
-                         "observed": [_fmt_loss(v) for v in rows["observed"]],
-                         "predicted (mean)": [_fmt_loss(v) for v in rows["mean"]],
-                         f"{round(100 * prob)}% interval": [f"{_fmt_loss(a)} - {_fmt_loss(b)}"
-                                                            for a, b in zip(rows["lower"], rows["upper"])],
-                         "inside": ["yes" if c else "NO" for c in rows["covered"]],
-                         "miss": [f"{v:+.3f}" for v in rows["miss"]],
-                         **({"mixture in trust region": ["yes" if c else "no (extrapolated)"
-                                                         for c in rows["inside_support"]]}
-                            if "inside_support" in rows else {})})
 
 
-def _suggestions_frame(suggestions: pd.DataFrame) -> pd.DataFrame:
-    out = suggestions.copy()
-    out.columns = [str(c)[len(MIX_PREFIX):] if str(c).startswith(MIX_PREFIX) else str(c) for c in out.columns]
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]):
-            out[col] = [f"{v:.4f}" if pd.notna(v) else "" for v in out[col]]
-    out.insert(0, "#", range(1, len(out) + 1))
-    return out
 
 
-def write_report(report: Report, path, *, pdf: bool = False) -> Path:
-    """Write the HTML (atomically) to ``path``; with ``pdf`` also ``path`` with suffix .pdf."""
-    path = Path(path)
-    text = render_html(report)
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    if pdf:
-        html_to_pdf(path, path.with_suffix(".pdf"))
-    return path
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def find_browser() -> str | None:
-    """A headless-capable Chromium on PATH (or ``BAYESMIX_BROWSER``), else None."""
-    env = os.environ.get("BAYESMIX_BROWSER")
-    if env:
-        return env
-    return next((p for p in map(shutil.which, BROWSERS) if p), None)
 
 
-def html_to_pdf(html_path, pdf_path, *, timeout: float = 120.0) -> Path:
-    """Print an HTML file to PDF with headless Chromium (raises FileNotFoundError without one)."""
-    browser = find_browser()
-    if browser is None:
-        raise FileNotFoundError("PDF output needs Chromium or Chrome on PATH (or BAYESMIX_BROWSER); "
-                                "the HTML report was written")
-    pdf_path = Path(pdf_path).resolve()
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
-           f"--print-to-pdf={pdf_path}", Path(html_path).resolve().as_uri()]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
-    if not pdf_path.is_file():
-        raise RuntimeError(f"{browser} did not write {pdf_path}")
-    return pdf_path
 
 
 # ----------------------------------------------------------------------------- building a report from a fit
@@ -760,82 +339,12 @@ def _budget_long(budget) -> pd.DataFrame | None:
     return wide.reset_index().melt(id_vars="eval", var_name="stage", value_name="share")
 
 
-def _loss_surface_fn(params: Mapping[str, np.ndarray], law, data, *, max_draws: int = 200, seed: int = 0,
-                     chunk: int = 2048):
-    """``r (n, M) -> (n,)``: posterior mean of the overall (or only) loss of a mixing law,
-    over at most ``max_draws`` draws, evaluated in chunks."""
-    import jax
-
-    n = next(iter(params.values())).shape[0]
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_draws), replace=False))
-    sub = {k: np.asarray(v)[idx] for k, v in params.items()}
-
-    def fn(r):
-        out = []
-        for start in range(0, r.shape[0], chunk):
-            query = law.query(data, mixtures=np.asarray(r[start:start + chunk]))
-            with jax.enable_x64(True):
-                values = np.asarray(law.mean_draws(sub, query, data.meta), dtype=float)
-            n_evals = len(query.evals)
-            pick = query.evals.index(OVERALL) if OVERALL in query.evals else 0
-            out.append(values.reshape(values.shape[0], -1, n_evals)[:, :, pick].mean(axis=0))
-        return np.concatenate(out)
-
-    return fn
 
 
-def _ranking_figures(report: Report, overall: xr.DataArray) -> None:
-    from bayesmix.report import figures as plots
-
-    shown = list(report.ranking["mixture"].astype(str).head(report.top))
-    if report.baseline not in shown:
-        shown.append(report.baseline)
-    names = overall["mixture"].to_numpy().astype(str)
-    sub = overall.isel(point=[int(np.flatnonzero(names == m)[0]) for m in shown])
-    fig = plots.risk_ranking(sub, baseline=report.baseline, order=shown,
-                             title=f"top candidates by {CRITERIA[report.rank_by][0]}, with the baseline")
-    report.add_figure("ranking", fig, "Predicted loss of the top candidates and the baseline (dashed line): "
-                      "mean, 50% and 90% intervals.")
-    if report.per_eval is not None and len(report.per_eval):
-        fig = plots.capability_balance(report.per_eval, baseline=report.baseline)
-        report.add_figure("capabilities", fig, "Per-eval-domain loss of the recommended mixture and runner-ups, "
-                          "relative to the baseline (below zero: better than the baseline), with intervals.")
 
 
-def _suggestion_figures(report: Report, acquisition: pd.DataFrame | None, observed: pd.DataFrame) -> None:
-    from bayesmix.report import figures as plots
-
-    if acquisition is None or not len(acquisition):
-        return
-    value = next((c for c in ("log_ei", "logei", "acquisition", "value") if c in acquisition), None)
-    if value is None:
-        return
-    fig = plots.acquisition_landscape(acquisition, value=value, observed=observed, suggested=report.suggestions)
-    report.add_figure("suggestions", fig, f"Acquisition ({value}) over candidate mixtures; crosses: mixtures "
-                      "already run; stars: the suggested next runs.")
 
 
-def _finish(report: Report, *, overall: xr.DataArray, acquisition, observed, surface_fn, domains,
-            extra_model_figures=()) -> Report:
-    """Figures shared by every report source."""
-    from bayesmix.report import figures as plots
-
-    _ranking_figures(report, overall)
-    if report.budget is not None and len(report.budget):
-        report.add_figure("budget", plots.error_budget_bars(report.budget),
-                          "Share of the final predictive variance due to each stage, per eval domain.", width=640)
-    _suggestion_figures(report, acquisition, observed)
-    best = report.best[[MIX_PREFIX + d for d in domains]].to_numpy(float)[None]
-    fig = plots.mixing_surface(surface_fn, domains, observed=observed, best=best,
-                               resolution=40 if len(domains) <= 3 else 24)
-    report.add_figure("model", fig, "Predicted target-scale loss (posterior mean) over the mixtures; dots: "
-                      "mixtures already run; star: the recommended mixture." +
-                      (" With more than three domains, each panel varies two domains and shares the rest as in "
-                       "the recommended mixture." if len(domains) > 3 else ""),
-                      width=1080 if len(domains) > 3 else 620, wide=len(domains) > 3)
-    for fig, caption in extra_model_figures:
-        report.add_figure("model", fig, caption, width=620)
-    return report
 
 
 def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, prob, top, seed, n_random,
@@ -987,15 +496,15 @@ def report_from_pipeline(
         report.backtest = result.discrepancy.table(prob)
     params = {k: result.params[k] for k in ("level", "floor", "t", "sigma") if k in result.params}
     mix = result.stages["mix"]
-    surface = _loss_surface_fn(params, mix.law, mix.data, seed=seed)
-    return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
-                   domains=domains, extra_model_figures=_pipeline_figures(result, report, named))
+    surface = loss_surface_fn(params, mix.law, mix.data, seed=seed)
+    return finish_figures(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
+                   domains=domains, extra_model_figures=pipeline_figures(result, report, named))
 
 
 def add_truth(report: Report, result, runs: pd.DataFrame, *, prob: float, seed: int) -> None:
     """Check ``result``'s predictions against held-out target-scale ``runs``: the table, a
     sentence on coverage and error, and the predicted-against-observed figure."""
-    from bayesmix.report.figures import predicted_vs_observed
+    from bayesmix.report.plots import predicted_vs_observed
     from bayesmix.pipeline.verify import coverage_summary, target_truth, truth_sentence
 
     truth = target_truth(result, runs, prob=prob, seed=seed)
@@ -1033,113 +542,12 @@ def _config_text(config) -> str:
             + (", dense mass" if getattr(config, "dense_mass", False) else ""))
 
 
-def _pipeline_figures(result, report: Report, named: pd.DataFrame) -> list:
-    """Fit-vs-input and fan charts of a pipeline result: [(figure, caption)]."""
-    from bayesmix.report import figures as plots
-
-    figures = []
-    mix = result.stages["mix"]
-    up = result.outputs["size"] if "size" in result.stages else result.outputs["step"]
-    unit = "mixture" if "size" in result.stages else "run"
-    inputs = up.summary.iloc[mix.inputs].reset_index(drop=True)
-    fitted = result.predict(kind="observation", prob=report.prob, seed=result.seed)
-    key = inputs[unit].astype(str) if unit == "mixture" else inputs["mixture"].astype(str)
-    lookup = fitted.set_index(["mixture", "eval"])
-    rows = []
-    for (_, row), m in zip(inputs.iterrows(), key):
-        if (m, row["eval"]) in lookup.index:
-            hit = lookup.loc[(m, row["eval"])]
-            rows.append({"eval": row["eval"], "observed": row["mean"], "mean": float(hit["mean"]),
-                         "lower": float(hit["lower"]), "upper": float(hit["upper"])})
-    if rows:
-        table = pd.DataFrame(rows)
-        table.attrs["prob"] = report.prob
-        what = "upstream predictions at the target scale" if "size" in result.stages or result.plan.step else \
-            "measured losses"
-        fig = plots.predicted_vs_observed(table, title=None)
-        report.add_figure("diagnostics", fig, f"Mixing law at the target scale against its inputs ({what}), "
-                          f"with {round(100 * report.prob)}% predictive intervals.", width=520)
-    base_name = report.baseline
-    base_mix = named.loc[named["name"].astype(str) == base_name, "mixture"]
-    focus = base_mix.iloc[0] if len(base_mix) else named["mixture"].iloc[0]
-    focus_name = named.loc[named["mixture"] == focus, "name"].iloc[0]
-    eval0 = result.evals[0]
-    if result.step_shape is not None and "step" in result.stages:
-        fig = step_fan_chart(result, focus, eval0)
-        if fig is not None:
-            figures.append((fig, f"Step law of the {focus_name} runs on eval {eval0}: fitted checkpoints (dots) and "
-                                 "the predicted loss up to the target step, with 50/80/95% intervals."))
-    if "size" in result.stages:
-        fig = size_fan_chart(result, focus, eval0)
-        if fig is not None:
-            figures.append((fig, f"Size law of {focus_name} on eval {eval0}: loss at the target step predicted at "
-                                 "each proxy size (step law) and at the target size (size law)."))
-    return figures
 
 
-def step_curve_draws(result, mixture: str, eval: str, n_grid: int = 40):
-    """The step law of one mixture's runs on one eval domain along a grid of steps up to the
-    target step S*, from the pipeline's step-law draws (for the schedule-aware law, along each
-    run's schedule or the target's): ``(draws (draw, point) with run and step coords, the
-    fitted checkpoints (run, step, loss))``, or ``None`` when the mixture has no step-law curve."""
-    import jax
-
-    from bayesmix.pipeline import stages as st
-
-    labels = result.step_shape["labels"].reset_index(drop=True)
-    pick = np.flatnonzero((labels["mixture"].astype(str) == mixture).to_numpy()
-                          & (labels["eval"].astype(str) == eval).to_numpy())
-    if not pick.size:
-        return None
-    s_star = float(result.plan.target_step)
-    stage = result.stages["step"]
-    obs = stage.data.obs_index.assign(loss=stage.data.y)
-    runs_k = labels.loc[pick, "run"].astype(str).to_numpy()
-    obs = obs[(obs["eval"].astype(str) == eval).to_numpy() & obs["run"].astype(str).isin(runs_k).to_numpy()]
-    lo = float(obs["step"].min()) if len(obs) else s_star / 20
-    grid = np.unique(np.append(np.geomspace(lo, s_star, n_grid).round().astype(int), int(s_star)))
-    options = {} if result.plan.target_schedule is None else {"schedule": result.plan.target_schedule}
-    query = stage.law.query(stage.data, steps=grid, **options)
-    q = query.labels.reset_index(drop=True)
-    keep = np.flatnonzero(q["run"].astype(str).isin(runs_k).to_numpy() & (q["eval"].astype(str) == eval).to_numpy())
-    with jax.enable_x64(True):
-        values = st.predict_stage(stage, result.step_shape["params"], query)[:, keep]
-    point = q.iloc[keep][["run", "step"]].astype({"run": str})
-    draws = xr.DataArray(values, dims=("draw", "point"), coords={c: ("point", point[c].to_numpy()) for c in point})
-    return draws, obs[["run", "step", "loss"]]
 
 
-def step_fan_chart(result, mixture: str, eval: str):
-    """Fan chart of :func:`step_curve_draws`: the fitted checkpoints and the step law up to the
-    target step, one band per upstream draw set; ``None`` when the mixture has no curve."""
-    from bayesmix.report import figures as plots
-
-    curves = step_curve_draws(result, mixture, eval)
-    if curves is None:
-        return None
-    draws, obs = curves
-    return plots.fan_chart(draws, obs, x="step", group="run", target=float(result.plan.target_step),
-                           title=f"step law, eval {eval}")
 
 
-def size_fan_chart(result, mixture: str, eval: str):
-    """Loss at the target step vs model size for one mixture (label) and eval domain of a
-    pipeline result: the step stage's predictions at each proxy size and the size stage's
-    at the target size, as nested intervals. ``None`` when the mixture was not fitted."""
-    from bayesmix.report import figures as plots
-
-    step_out, size_out = result.outputs["step"], result.outputs["size"]
-    a = np.flatnonzero((step_out.labels["mixture"].astype(str) == mixture).to_numpy()
-                       & (step_out.labels["eval"].astype(str) == eval).to_numpy())
-    b = np.flatnonzero((size_out.labels["mixture"].astype(str) == mixture).to_numpy()
-                       & (size_out.labels["eval"].astype(str) == eval).to_numpy())
-    if not a.size or not b.size or step_out.values.shape[0] != size_out.values.shape[0]:
-        return None
-    sizes = np.concatenate([step_out.labels["size"].to_numpy(float)[a], [float(result.plan.target_size)]])
-    values = np.concatenate([step_out.values[:, a], size_out.values[:, b[:1]]], axis=1)
-    draws = xr.DataArray(values, dims=("draw", "point"), coords={"size": ("point", sizes)})
-    return plots.fan_chart(draws, None, x="size", style="bars", target=float(result.plan.target_size),
-                           title=f"size law, eval {eval} (at {result.plan.target_step:,} steps)")
 
 
 def report_from_fit(
@@ -1204,9 +612,9 @@ def report_from_fit(
         target=target)
     report.rerun_hint = rerun
     report.caveat = "; ".join(adequacy_problems(d.loo_r2 or {}))
-    _fit_figures(fit, report, obs)
-    surface = _loss_surface_fn(fit.posterior(), fit.law, fit.data, seed=seed)
-    return _finish(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
+    fit_figures(fit, report, obs)
+    surface = loss_surface_fn(fit.posterior(), fit.law, fit.data, seed=seed)
+    return finish_figures(report, overall=overall, acquisition=acquisition, observed=named, surface_fn=surface,
                    domains=domains)
 
 
@@ -1224,19 +632,3 @@ def _fit_observations(fit) -> pd.DataFrame:
     return obs
 
 
-def _fit_figures(fit, report: Report, obs: pd.DataFrame) -> None:
-    from bayesmix.report import figures as plots
-
-    observed = obs.drop_duplicates("run")
-    pred = fit.predict(mixtures=observed[["run", *mix_columns(observed)]].rename(columns={"run": "mixture"}),
-                       kind="observation", prob=report.prob, seed=0)
-    table = obs[["run", "eval", "loss"]].astype({"run": str, "eval": str}).merge(
-        pred.astype({"mixture": str, "eval": str}).rename(columns={"mixture": "run"}), on=["run", "eval"])
-    table = table.rename(columns={"loss": "observed"})
-    table.attrs["prob"] = report.prob
-    report.add_figure("diagnostics", plots.predicted_vs_observed(table),
-                      f"Fitted mixing law against the measured losses, with {round(100 * report.prob)}% "
-                      "predictive intervals.", width=520)
-    report.add_figure("diagnostics", plots.posterior_predictive(fit.idata),
-                      "Posterior predictive check: density of the measured losses (black) against replicated "
-                      "datasets (blue).", width=560)
