@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.inference.lanes import LaneConfig
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 
 TARGET_SIZE = "1.2M"
@@ -54,9 +54,9 @@ class DemoSettings:
     min_step: int = MIN_STEP
     mode: str = "draws"
     n_draws: int = 16
-    fit_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=500, num_samples=500)
-    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
-    curve_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=300, num_samples=150, dense_mass=True)
+    fit_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=500, num_samples=500)
+    lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=100)
+    curve_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=150, dense_mass=True)
     q: int = 4
     n_random: int = 1000
     live_sizes: tuple[str, ...] = LIVE_SIZES
@@ -74,9 +74,9 @@ class DemoSettings:
 
 QUICK = DemoSettings()
 THOROUGH = DemoSettings(
-    n_draws=128, fit_config=LaneConfig(num_chains=4, num_warmup=500, num_samples=500),
-    lane_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=100),
-    curve_config=LaneConfig(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True), n_random=4000)
+    n_draws=128, fit_config=SamplerConfig.for_lanes(num_chains=4, num_warmup=500, num_samples=500),
+    lane_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=100),
+    curve_config=SamplerConfig.for_lanes(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True), n_random=4000)
 
 
 def target_parameters(size: str | int) -> int:
@@ -175,6 +175,67 @@ def open_campaign(folder: Path, runs: pd.DataFrame, pipeline, *, settings: DemoS
     return Campaign.create(folder, runner=runner, runs=runs, q=settings.q, seed=seed, fit_fn=fit_pipeline)
 
 
+def run_rounds(campaign, live: int, settings: DemoSettings, log: Callable[[str], None], timings: dict):
+    """Fit and suggest, then ``live`` times train the suggestions, refit and suggest again;
+    returns the last fit, its suggestions and their acquisition landscape."""
+    while True:
+        k = campaign.round
+        t0 = time.perf_counter()
+        campaign.step()  # fit round k
+        timings[f"pipeline fit {k}"] = time.perf_counter() - t0
+        result = campaign.latest_fit()
+        log(f"  pipeline fitted in {timings[f'pipeline fit {k}']:.0f} s "
+            f"({', '.join(f'{name} {v:.0f} s' for name, v in result.seconds.items())})")
+        campaign.step()  # suggest
+        if k == live:
+            return result, campaign.suggestions(), campaign.landscape()
+        log(f"live round {k + 1}/{live}: training {settings.q} suggested mixtures at "
+            f"{', '.join(settings.live_sizes)}")
+        t0 = time.perf_counter()
+        campaign.step()  # run: train the suggestions, add their rows, next round
+        timings[f"training round {k + 1}"] = time.perf_counter() - t0
+
+
+def verify_recommended(report, result, truth, *, baseline: str, settings: DemoSettings, workdir: Path,
+                       progress, verifier, seed: int, log: Callable[[str], None]) -> None:
+    """Train the recommended mixture and the baseline at the target scale and add the check
+    of the predictions against them to ``report``."""
+    from bayesmix.report.build import add_truth
+
+    chosen = {"verify-recommended": report.best, f"verify-{baseline}": report.ranking.set_index(
+        report.ranking["mixture"].astype(str)).loc[report.baseline]}
+    mixtures = {name: {c[len(MIX_PREFIX):]: float(row[c]) for c in mix_columns(report.ranking)}
+                for name, row in chosen.items()}
+    log(f"verifying: training {', '.join(mixtures)} at the target scale")
+    new = (verifier or train_at_target)(mixtures, settings=settings, workdir=workdir, progress=progress)
+    truth = new if truth is None else pd.concat([truth, new], ignore_index=True)
+    add_truth(report, result, truth, prob=report.prob, seed=seed)
+
+
+def write_outputs(out: Path, report, suggestions: pd.DataFrame, runs: pd.DataFrame,
+                  log: Callable[[str], None]) -> dict[str, Path]:
+    """The report, the ranking, the suggestions and the run table under ``out``; their paths."""
+    from bayesmix.data.table import write_runs, write_table
+    from bayesmix.report.html import write_report
+
+    report.rerun_hint = "Rerun with longer chains (bayesmix demo --thorough)"
+    paths = {"report": write_report(report, out / "report.html"), "ranking": out / "ranking.csv",
+             "suggestions": out / "suggestions.csv"}
+    write_table(report.ranking, paths["ranking"])
+    write_table(suggestions, paths["suggestions"])
+    paths["runs"] = write_runs(runs, out / "runs.parquet")
+    best = report.best
+    log(f"recommended mixture: {best['mixture']} ("
+        + ", ".join(f"{c[len(MIX_PREFIX):]} {best[c]:.2f}" for c in mix_columns(report.ranking)) + ")"
+        f"; predicted loss {best['mean']:.4f} [{best['lower']:.4f}, {best['upper']:.4f}]")
+    if report.truth is not None:
+        log("checked against real target-scale runs: " + report.truth_note)
+    if report.failed:
+        log("warning: convergence diagnostics failed: " + "; ".join(report.failed))
+    log(f"report written to {paths['report'].resolve()}")
+    return paths
+
+
 def run_demo(
     out,
     *,
@@ -203,21 +264,18 @@ def run_demo(
     and the baseline at the target scale (:func:`train_at_target`, or ``verifier`` with
     its signature) and check the predictions against them too.
     """
+    from bayesmix.data.io import check_output_folder
+    from bayesmix.data.table import validate_runs
     from bayesmix.report.build import report_from_pipeline
-    from bayesmix.report.html import write_report
 
     if live < 0:
         raise ValueError(f"live must be a non-negative number of rounds, got {live}")
-    from bayesmix.data.io import check_output_folder
-
     out = check_output_folder(out, files=OUTPUT_FILES)
     out.mkdir(parents=True, exist_ok=True)
     source = "given run table"
     if runs is None:
         runs, source = demo_table(seed=seed)
         truth = held_out_truth(settings) if truth is None else truth
-    from bayesmix.data.table import validate_runs, write_runs, write_table
-
     runs = validate_runs(runs)
     pipeline = settings.pipeline(progress=progress)
     log(f"bayesmix demo: {runs['run'].nunique()} runs ({source}), {runs['eval'].nunique()} eval domains; "
@@ -225,67 +283,21 @@ def run_demo(
     timings = {}
     campaign = open_campaign(out / "campaign", runs, pipeline, settings=settings, seed=seed,
                              runner=runner or live_runner(settings, out / "live-work", progress))
-    while True:
-        k = campaign.round
-        t0 = time.perf_counter()
-        campaign.step()  # fit round k
-        timings[f"pipeline fit {k}"] = time.perf_counter() - t0
-        result = campaign.latest_fit()
-        log(f"  pipeline fitted in {timings[f'pipeline fit {k}']:.0f} s "
-            f"({', '.join(f'{name} {v:.0f} s' for name, v in result.seconds.items())})")
-        campaign.step()  # suggest
-        suggestions, landscape = campaign.suggestions(), campaign.landscape()
-        if k == live:
-            break
-        log(f"live round {k + 1}/{live}: training {len(suggestions)} suggested mixtures at "
-            f"{', '.join(settings.live_sizes)}")
-        t0 = time.perf_counter()
-        campaign.step()  # run: train the suggestions, add their rows, next round
-        timings[f"training round {k + 1}"] = time.perf_counter() - t0
-    runs = campaign.runs
-    note = (f"The next {settings.q} mixtures to run, chosen by batch log expected improvement (qLogEI) over the "
-            "predicted target-scale loss.")
+    result, suggestions, landscape = run_rounds(campaign, live, settings, log, timings)
     budget = None
     if settings.budget and settings.mode == "draws":
         t0 = time.perf_counter()
         budget = result.error_budget(seed=seed)
         timings["error budget"] = time.perf_counter() - t0
         log(f"  error budget in {timings['error budget']:.0f} s: {budget.recommendation}")
-    t0 = time.perf_counter()
+    note = (f"The next {settings.q} mixtures to run, chosen by batch log expected improvement (qLogEI) over the "
+            "predicted target-scale loss.")
     report = report_from_pipeline(
-        result, baseline=baseline, runs=runs, n_random=settings.n_random, suggestions=suggestions,
+        result, baseline=baseline, runs=campaign.runs, n_random=settings.n_random, suggestions=suggestions,
         acquisition=landscape, suggestions_note=note, seed=seed, budget=budget, truth=truth,
         settings={"data": source, "live rounds": live,
                   "wall time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())})
     if verify:
-        t0 = time.perf_counter()
-        chosen = {"verify-recommended": report.best, f"verify-{baseline}": report.ranking.set_index(
-            report.ranking["mixture"].astype(str)).loc[report.baseline]}
-        mixtures = {name: {c[len(MIX_PREFIX):]: float(row[c]) for c in mix_columns(report.ranking)}
-                    for name, row in chosen.items()}
-        log(f"verifying: training {', '.join(mixtures)} at the target scale")
-        new = (verifier or train_at_target)(mixtures, settings=settings, workdir=out / "verify-work",
-                                            progress=progress)
-        truth = new if truth is None else pd.concat([truth, new], ignore_index=True)
-        from bayesmix.report.build import add_truth
-
-        add_truth(report, result, truth, prob=report.prob, seed=seed)
-        timings["verify"] = time.perf_counter() - t0
-    report.rerun_hint = "Rerun with longer chains (bayesmix demo --thorough)"
-    paths = {"report": write_report(report, out / "report.html")}
-    timings["report"] = time.perf_counter() - t0
-    paths["ranking"] = out / "ranking.csv"
-    write_table(report.ranking, paths["ranking"])
-    paths["suggestions"] = out / "suggestions.csv"
-    write_table(suggestions, paths["suggestions"])
-    paths["runs"] = write_runs(runs, out / "runs.parquet")
-    best = report.best
-    log(f"recommended mixture: {best['mixture']} ("
-        + ", ".join(f"{c[len(MIX_PREFIX):]} {best[c]:.2f}" for c in mix_columns(report.ranking)) + ")"
-        f"; predicted loss {best['mean']:.4f} [{best['lower']:.4f}, {best['upper']:.4f}]")
-    if report.truth is not None:
-        log("checked against real target-scale runs: " + report.truth_note)
-    if report.failed:
-        log("warning: convergence diagnostics failed: " + "; ".join(report.failed))
-    log(f"report written to {paths['report'].resolve()}")
-    return paths
+        verify_recommended(report, result, truth, baseline=baseline, settings=settings, workdir=out / "verify-work",
+                           progress=progress, verifier=verifier, seed=seed, log=log)
+    return write_outputs(out, report, suggestions, campaign.runs, log)

@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_ANCHORS, markdown_table, regmix_eval_rows, write_json
 
 from bayesmix.design import candidates as cand
-from bayesmix.inference.lanes import LaneConfig, LaneSampler
+from bayesmix.inference.lanes import LaneSampler
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.design.suggest import Search, suggest
 from bayesmix.laws import resolve_priors
 from bayesmix.laws.mixing import m4_mean, m4_model
@@ -65,7 +66,7 @@ def load_pool(anchors: Path, eval_name: str) -> tuple[np.ndarray, np.ndarray, li
             [c[len(MIX_PREFIX):] for c in cols])
 
 
-def m4_lanes(r: np.ndarray, y: np.ndarray, *, seed: int, config: LaneConfig) -> tuple[dict, np.ndarray, dict]:
+def m4_lanes(r: np.ndarray, y: np.ndarray, *, seed: int, config: SamplerConfig) -> tuple[dict, np.ndarray, dict]:
     """NUTS fits of the single-eval M4 law, one per lane: r (L, n, M), y (L, n).
 
     Uses the package's M4 model and default priors (the law's own prepare
@@ -150,7 +151,7 @@ def bench_regmix(args) -> dict:
         sequences["random"][s] += rest
         sequences["algorithm2"][s] += algorithm2_order(r, starts[s], n_pool - args.n_init, seed=3000 + s)
 
-    config = LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
+    config = SamplerConfig.for_lanes(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
                         max_tree_depth=args.tree_depth)
     fit_log = []
     t_start = time.time()
@@ -237,9 +238,9 @@ def bench_nested(args) -> dict:
     from bayesmix.data.simulate import NestedLaw, simulate_campaign
 
     steps = np.geomspace(1000, 30000, 6).astype(int)
-    small = {"fit_config": LaneConfig(num_chains=2, num_warmup=300, num_samples=150),
-             "lane_config": LaneConfig(num_chains=2, num_warmup=200, num_samples=50),
-             "curve_config": LaneConfig(num_chains=2, num_warmup=200, num_samples=100, dense_mass=True)}
+    small = {"fit_config": SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=150),
+             "lane_config": SamplerConfig.for_lanes(num_chains=2, num_warmup=200, num_samples=50),
+             "curve_config": SamplerConfig.for_lanes(num_chains=2, num_warmup=200, num_samples=100, dense_mass=True)}
     bounds = SimplexBounds(NESTED_DOMAINS)
     records = []
     t_start = time.time()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bayesmix.pipeline import curves
-from bayesmix.inference.lanes import LaneConfig
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.data.table import RunTableError
 from bayesmix.laws import get_law, resolve_priors
 from bayesmix.laws.annealing import annealed_curves
@@ -81,7 +81,7 @@ def test_curve_lanes_cover_the_annealed_target_and_the_power_law_does_not(table)
     """NUTS per curve (the pipeline's step stage): the truth at the planned end lies inside
     the schedule-aware law's 90% interval for at least 6 of the 8 long runs (each covers it
     with probability 0.9; P(fewer than 6) = 0.04), and outside the power law's for all."""
-    config = LaneConfig(num_chains=2, num_warmup=300, num_samples=300, dense_mass=True)
+    config = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=300, dense_mass=True)
     intervals = {}
     for name in ("anneal", "step"):
         law = get_law(name)

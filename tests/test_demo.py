@@ -117,11 +117,11 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
     """
     import dataclasses
 
-    from bayesmix.inference.lanes import LaneConfig
+    from bayesmix.inference.nuts import SamplerConfig
     from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 
     runs = demo.simulated_table(seed=0)
-    tiny = LaneConfig(num_chains=1, num_warmup=60, num_samples=30)
+    tiny = SamplerConfig.for_lanes(num_chains=1, num_warmup=60, num_samples=30)
     settings = dataclasses.replace(demo.QUICK, n_draws=4, q=2, n_random=50, budget=False, fit_config=tiny,
                                    lane_config=tiny, curve_config=dataclasses.replace(tiny, dense_mass=True))
     calls = []

@@ -11,15 +11,15 @@ import pytest
 
 from bayesmix import cli
 from bayesmix.decide import decisions as decide
-from bayesmix.inference.lanes import LaneConfig
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws.mixtures import MIX_PREFIX
 from bayesmix.pipeline.nested import Pipeline
 from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign
 
 TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
-SMALL = dict(fit_config=LaneConfig(num_chains=2, num_warmup=300, num_samples=150),
-             lane_config=LaneConfig(num_chains=2, num_warmup=200, num_samples=50),
-             curve_config=LaneConfig(num_chains=2, num_warmup=200, num_samples=100, dense_mass=True))
+SMALL = dict(fit_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=150),
+             lane_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=200, num_samples=50),
+             curve_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=200, num_samples=100, dense_mass=True))
 
 
 def truth_table(law: NestedLaw, table: pd.DataFrame) -> np.ndarray:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from bayesmix.pipeline import stages as st
-from bayesmix.inference.lanes import LaneConfig, LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
+from bayesmix.inference.lanes import LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.pipeline.budget import shares
 from bayesmix.pipeline.curves import population_prior, robust_location_scale
 from bayesmix.data.table import RunTableError
@@ -35,7 +36,7 @@ def test_batched_nuts_recovers_each_dataset_and_not_its_neighbour():
     y = truth[:, None] + 2.0 * rng.standard_normal((D, n))
     with jax.enable_x64(True):
         lanes = sample_lanes(normal_model, {"y": y}, seed=0,
-                             config=LaneConfig(num_chains=2, num_warmup=200, num_samples=200))
+                             config=SamplerConfig.for_lanes(num_chains=2, num_warmup=200, num_samples=200))
     assert lanes.samples["mu"].shape == (D, 2, 200)
     post = lanes.samples["mu"].reshape(D, -1)
     # exact posterior under a flat-ish prior: N(ybar, s / sqrt(n))
@@ -53,17 +54,23 @@ def test_batched_nuts_recovers_each_dataset_and_not_its_neighbour():
 @pytest.mark.slow
 def test_lane_sampler_is_reused_across_batches_and_validates_input():
     with jax.enable_x64(True):
-        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=LaneConfig(1, 50, 20))
+        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=SamplerConfig.for_lanes(1, 50, 20))
         a = sampler({"y": np.ones((3, 5))}, seed=1)
         b = sampler({"y": np.ones((3, 5))}, seed=1)
         np.testing.assert_array_equal(a.samples["mu"], b.samples["mu"])  # same seed, same numbers
         assert np.isnan(a.rhat).all()  # one chain: no R-hat
         with pytest.raises(ValueError, match="a seed is required"):
             sampler({"y": np.ones((3, 5))}, seed=None)
-    with pytest.raises(ValueError, match="num_chains and num_samples"):
-        LaneConfig(num_chains=0)
+    with pytest.raises(ValueError, match="num_chains must be positive, got 0"):
+        SamplerConfig.for_lanes(num_chains=0)
     with pytest.raises(ValueError, match="target_accept_prob"):
-        LaneConfig(target_accept_prob=1.5)
+        SamplerConfig.for_lanes(target_accept_prob=1.5)
+    lanes = SamplerConfig.for_lanes()
+    assert (lanes.num_chains, lanes.num_warmup, lanes.num_samples, lanes.target_accept_prob, lanes.max_tree_depth,
+            lanes.jitter) == (2, 300, 150, 0.85, 8, 0.1)
+    assert SamplerConfig.for_lanes(4, max_tree_depth=10).num_chains == 4
+    with pytest.raises(ValueError, match=r"max_tree_depth must lie in 1..15, got 16"):
+        SamplerConfig.for_lanes(max_tree_depth=16)
 
 
 def test_split_rhat_hand_values():
@@ -236,7 +243,7 @@ def test_lanes_failed_judges_the_stage_as_a_whole():
 def test_warm_start_keeps_the_anchor_geometry():
     rng = np.random.default_rng(1)
     y = 3.0 + 2.0 * rng.standard_normal((6, 40))
-    config = LaneConfig(num_chains=2, num_warmup=300, num_samples=100)
+    config = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=100)
     with jax.enable_x64(True):
         sampler = LaneSampler(normal_model, {"y": y[0]}, config=config)
         anchor = sampler({"y": y[:1]}, seed=0)
@@ -246,7 +253,7 @@ def test_warm_start_keeps_the_anchor_geometry():
         np.testing.assert_allclose(warm.inverse_mass_matrix, a["inverse_mass_matrix"][0].mean(axis=0))
         np.testing.assert_allclose(warm.positions, a["last"][0])
         only_mu = WarmStart(warm.step_size, warm.inverse_mass_matrix[:1], warm.positions[:, :1])
-        short = LaneSampler(normal_model, {"y": y[0]}, config=LaneConfig(2, 50, 100))
+        short = LaneSampler(normal_model, {"y": y[0]}, config=SamplerConfig.for_lanes(2, 50, 100))
         lanes = short({"y": y}, seed=1, warm_start=warm)
         post = lanes.samples["mu"].reshape(6, -1)
         np.testing.assert_allclose(post.mean(axis=1), y.mean(axis=1), atol=0.2)
@@ -317,7 +324,7 @@ def test_compiled_nuts_reports_every_iteration_block_to_the_bar(monkeypatch):
     RecordingBar.made = []
     monkeypatch.setattr(batched, "tqdm", RecordingBar)
     with jax.enable_x64(True):
-        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=LaneConfig(2, 25, 20))
+        sampler = LaneSampler(normal_model, {"y": np.zeros(5)}, config=SamplerConfig.for_lanes(2, 25, 20))
         sampler({"y": np.ones((3, 5))}, seed=1, progress=True, desc="toy")
         sampler({"y": np.ones((3, 5))}, seed=1)  # progress off by default: no bar
     (bar,) = RecordingBar.made
@@ -329,7 +336,7 @@ def test_the_fast_tier_refuses_to_sample_nuts():
     from numpyro.infer import MCMC, NUTS
 
     with jax.enable_x64(True), pytest.raises(RuntimeError, match="the fast tier samples no NUTS"):
-        sample_lanes(normal_model, {"y": np.zeros((2, 5))}, seed=0, config=LaneConfig(1, 5, 5))
+        sample_lanes(normal_model, {"y": np.zeros((2, 5))}, seed=0, config=SamplerConfig.for_lanes(1, 5, 5))
     mcmc = MCMC(NUTS(normal_model), num_warmup=5, num_samples=5, progress_bar=False)
     with pytest.raises(RuntimeError, match="the fast tier samples no NUTS"):
         mcmc.run(jax.random.PRNGKey(0), {"y": np.zeros(5)})

@@ -65,18 +65,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import json
-
-    import pandas as pd
-
-    from bayesmix.inference.lanes import LaneConfig
-    from bayesmix.data.table import read_rows, read_runs, write_table
-    from bayesmix.decide.decisions import effective_compute_multiplier, predicted_optimum, prob_beats
-    from bayesmix.decide.simplex import SimplexBounds
-    from bayesmix.data.io import JSON_SUFFIXES, TABLE_SUFFIXES, atomic_write, check_output, same_file
+def check_outputs(args) -> None:
+    """Every destination checked before any work: one line naming the option at fault."""
+    from bayesmix.data.io import JSON_SUFFIXES, TABLE_SUFFIXES, check_output, same_file
     from bayesmix.data.store import check_result_folder
-    from bayesmix.pipeline.nested import Pipeline
 
     if not 0 < args.prob < 1:
         raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
@@ -89,45 +81,98 @@ def run(args) -> int:
         check_output(args.json, suffixes=JSON_SUFFIXES, inputs=inputs, option="--json", what="summary")
         if args.predictions and same_file(args.predictions, args.json):
             raise ValueError(f"--predictions and --json name the same file {args.predictions}")
-    runs = read_runs(args.runs)
-    mixtures = read_rows(args.mixtures, "mixtures table") if args.mixtures else None
-    pipeline = Pipeline(
+
+
+def pipeline_from_args(args):
+    """The :class:`~bayesmix.pipeline.nested.Pipeline` the options describe."""
+    from bayesmix.inference.nuts import SamplerConfig
+    from bayesmix.pipeline.nested import Pipeline
+
+    return Pipeline(
         target_size=args.target_size, target_step=args.target_step, min_step=args.min_step, mode=args.mode,
         n_draws=args.n_draws, evals=tuple(args.evals.split(",")) if args.evals else None, weights=args.weights,
-        lane_config=LaneConfig(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
+        lane_config=SamplerConfig.for_lanes(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
         strict=args.strict, progress=False if args.no_progress else None, discrepancy=not args.no_discrepancy,
     )
-    result = pipeline.fit(runs, seed=args.seed)
+
+
+def print_backtests(result, prob: float) -> list[dict]:
+    """The extrapolation backtests' table, printed; its rows for the JSON summary."""
+    backtests = result.discrepancy.table(prob)
+    print("\nextrapolation backtests (misses of the overall loss; the discrepancy they set is in every "
+          "interval below):")
+    print(backtests[["stage", "source", "backtests", "max_abs_miss", "bias_median", "k_median",
+                     "target_distance", "target_mean", "target_sd", "coverage_without",
+                     "coverage_with"]].round(4).to_string(index=False))
+    return backtests.to_dict(orient="records")
+
+
+def prediction_table(result, mixtures, args):
+    """Predictions at ``mixtures`` (default the observed), with P(beats baseline) when one is named."""
+    import pandas as pd
+
+    from bayesmix.decide.decisions import prob_beats
+
+    table = result.predict(mixtures, prob=args.prob, seed=args.seed)
+    if not args.baseline:
+        return table
+    draws = result.predict(mixtures, draws=True, seed=args.seed)
+    if args.baseline not in set(draws["mixture"].to_numpy().astype(str)):
+        observed = result.observed_mixtures()
+        rows = pd.concat([observed[observed["mixture"].astype(str) == args.baseline], mixtures])
+        draws = result.predict(rows, draws=True, seed=args.seed)
+        table = result.predict(rows, prob=args.prob, seed=args.seed)
+    beats = prob_beats(draws, args.baseline, prob=args.prob)
+    return table.merge(beats[["mixture", "prob_beats"]], on="mixture", how="left")
+
+
+def print_optimum(result, args) -> dict:
+    from bayesmix.decide.decisions import predicted_optimum
+    from bayesmix.decide.simplex import SimplexBounds
+
+    bounds = SimplexBounds(result.domains, r_min=args.r_min, r_max=args.r_max, fixed=args.fixed)
+    best, table = predicted_optimum(result, bounds=bounds, baseline=args.baseline, prob=args.prob, seed=args.seed)
+    print("\npredicted optimum:", ", ".join(f"{d}={v:.3f}" for d, v in best.mixture.items()),
+          "" if best.moved else "  (refinement did not move from its start: check the fit)")
+    print(table[[c for c in table.columns if not c.startswith("mix.")]].round(4).to_string(index=False))
+    return best.to_dict()
+
+
+def print_multipliers(result, baseline: str, prob: float) -> list[dict]:
+    import pandas as pd
+
+    from bayesmix.decide.decisions import effective_compute_multiplier
+
+    rows = [{"mixture": mixture, **effective_compute_multiplier(result, mixture, baseline, prob=prob)}
+            for mixture in result.observed_mixtures()["mixture"].astype(str) if mixture != baseline]
+    multipliers = pd.DataFrame(rows)
+    print(f"\ncompute multiplier over {baseline} (steps the baseline needs to match, x target step):")
+    print(multipliers[["mixture", "median", "lower", "upper", "prob_above_1"]].round(3).to_string(index=False))
+    return multipliers.to_dict(orient="records")
+
+
+def run(args) -> int:
+    import json
+
+    from bayesmix.data.io import atomic_write
+    from bayesmix.data.table import read_rows, read_runs, write_table
+
+    check_outputs(args)
+    runs = read_runs(args.runs)
+    mixtures = read_rows(args.mixtures, "mixtures table") if args.mixtures else None
+    result = pipeline_from_args(args).fit(runs, seed=args.seed)
     summary = {"target_size": result.plan.target_size, "target_step": result.plan.target_step,
                "mode": result.mode, "stages": result.stage_table().to_dict(orient="records")}
     print(f"target: {result.plan.target_size:,} parameters at step {result.plan.target_step:,}; mode {result.mode}")
     print(result.stage_table().to_string(index=False))
     if result.discrepancy is not None:
-        backtests = result.discrepancy.table(args.prob)
-        print("\nextrapolation backtests (misses of the overall loss; the discrepancy they set is in every "
-              "interval below):")
-        print(backtests[["stage", "source", "backtests", "max_abs_miss", "bias_median", "k_median",
-                         "target_distance", "target_mean", "target_sd", "coverage_without",
-                         "coverage_with"]].round(4).to_string(index=False))
-        summary["discrepancy"] = backtests.to_dict(orient="records")
-
-    table = result.predict(mixtures, prob=args.prob, seed=args.seed)
-    if args.baseline:
-        draws = result.predict(mixtures, draws=True, seed=args.seed)
-        if args.baseline not in set(draws["mixture"].to_numpy().astype(str)):
-            observed = result.observed_mixtures()
-            rows = pd.concat([observed[observed["mixture"].astype(str) == args.baseline], mixtures])
-            draws = result.predict(rows, draws=True, seed=args.seed)
-            table = result.predict(rows, prob=args.prob, seed=args.seed)
-        beats = prob_beats(draws, args.baseline, prob=args.prob)
-        table = table.merge(beats[["mixture", "prob_beats"]], on="mixture", how="left")
-    shown = table[[c for c in table.columns if not c.startswith("mix.")]]
+        summary["discrepancy"] = print_backtests(result, args.prob)
+    table = prediction_table(result, mixtures, args)
     print(f"\npredicted loss at the target scale ({args.prob:.0%} intervals):")
-    print(shown.round(4).to_string(index=False))
+    print(table[[c for c in table.columns if not c.startswith("mix.")]].round(4).to_string(index=False))
     if args.predictions:
         write_table(table, args.predictions)
         print(f"\nwrote predictions to {args.predictions}")
-
     if args.budget:
         budget = result.error_budget(seed=args.seed)
         print(f"\nerror budget ({budget.eval} loss):")
@@ -135,24 +180,9 @@ def run(args) -> int:
         print(budget.recommendation)
         summary["budget"] = budget.to_dict()
     if args.optimum:
-        bounds = SimplexBounds(result.domains, r_min=args.r_min, r_max=args.r_max, fixed=args.fixed)
-        best, opt_table = predicted_optimum(result, bounds=bounds,
-                                            baseline=args.baseline, prob=args.prob, seed=args.seed)
-        print("\npredicted optimum:", ", ".join(f"{d}={v:.3f}" for d, v in best.mixture.items()),
-              "" if best.moved else "  (refinement did not move from its start: check the fit)")
-        print(opt_table[[c for c in opt_table.columns if not c.startswith("mix.")]].round(4).to_string(index=False))
-        summary["optimum"] = best.to_dict()
+        summary["optimum"] = print_optimum(result, args)
     if args.baseline and result.step_shape is not None:
-        rows = []
-        for mixture in result.observed_mixtures()["mixture"].astype(str):
-            if mixture != args.baseline:
-                rows.append({"mixture": mixture, **effective_compute_multiplier(result, mixture, args.baseline,
-                                                                                prob=args.prob)})
-        multipliers = pd.DataFrame(rows)
-        print(f"\ncompute multiplier over {args.baseline} (steps the baseline needs to match, x target step):")
-        cols = ["mixture", "median", "lower", "upper", "prob_above_1"]
-        print(multipliers[cols].round(3).to_string(index=False))
-        summary["multiplier"] = multipliers.to_dict(orient="records")
+        summary["multiplier"] = print_multipliers(result, args.baseline, args.prob)
     if args.out:
         result.save(args.out)
         print(f"saved the fitted pipeline to {args.out} (bayesmix suggest/predict/report {args.out})")

@@ -48,6 +48,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
 from tqdm.auto import tqdm
 
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.inference.progress import progress_enabled
 
 RHAT_MAX = 1.05  # per-lane threshold: few, short chains make 1.01 unattainable
@@ -55,33 +56,6 @@ RHAT_POOLED_MAX = 1.01  # threshold of the R-hat pooled over lanes (Vehtari et a
 _COMPILED: dict = {}  # cache_key -> jitted sampler (see LaneSampler)
 PROGRESS_EVERY = 10  # iterations between the compiled run's progress reports
 _BARS: list = []  # progress bars of the runs in flight (innermost last), fed by the compiled runs' callback
-
-
-@dataclasses.dataclass(frozen=True)
-class LaneConfig:
-    """Sampler settings shared by all lanes."""
-
-    num_chains: int = 2
-    num_warmup: int = 300
-    num_samples: int = 150
-    target_accept_prob: float = 0.85
-    max_tree_depth: int = 8
-    jitter: float = 0.1
-    dense_mass: bool = False
-
-    def __post_init__(self):
-        if self.num_chains < 1 or self.num_samples < 1 or self.num_warmup < 0:
-            raise ValueError(
-                f"num_chains and num_samples must be >= 1 and num_warmup >= 0, got "
-                f"{self.num_chains}, {self.num_samples}, {self.num_warmup}"
-            )
-        if not 0 < self.target_accept_prob < 1:
-            raise ValueError(f"target_accept_prob must lie in (0, 1), got {self.target_accept_prob}")
-        if not 1 <= self.max_tree_depth <= 15:
-            raise ValueError(f"max_tree_depth must lie in 1..15, got {self.max_tree_depth}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +258,7 @@ class LaneSampler:
     campaign, the error budget's refits) skips tracing and compilation.
     """
 
-    def __init__(self, model: Callable, example: Mapping[str, np.ndarray], *, config: LaneConfig = LaneConfig(),
+    def __init__(self, model: Callable, example: Mapping[str, np.ndarray], *, config: SamplerConfig = SamplerConfig.for_lanes(),
                  init_values: Mapping[str, np.ndarray] | None = None, keep: tuple[str, ...] | None = None,
                  seed: int = 0, cache_key=None):
         self.config = config
@@ -347,7 +321,7 @@ def sample_lanes(
     batch: Mapping[str, np.ndarray],
     *,
     seed: int,
-    config: LaneConfig = LaneConfig(),
+    config: SamplerConfig = SamplerConfig.for_lanes(),
     init_values: Mapping[str, np.ndarray] | None = None,
     keep: tuple[str, ...] | None = None,
 ) -> LaneSamples:
@@ -360,7 +334,7 @@ def sample_lanes(
     return sampler(batch, seed=seed + 1)
 
 
-def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: LaneConfig, keep):
+def _compiled_sampler(potential_fn_gen, postprocess_fn_gen, config: SamplerConfig, keep):
     """jit(vmap_datasets(vmap_chains(one chain))) for one model.
 
     ``start`` is None (start at z0 jittered, adapt step size and mass matrix) or

@@ -27,7 +27,11 @@ CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """NUTS settings. ``progress_bar=None`` shows a bar only in a terminal."""
+    """NUTS settings, for one fit (:func:`run_nuts`) and for many datasets at once
+    (:class:`bayesmix.inference.lanes.LaneSampler`, which reads ``jitter``: the spread of the
+    chains' starts around the point fit, and ignores ``chain_method`` and ``progress_bar``).
+    ``progress_bar=None`` shows a bar only in a terminal. :meth:`for_lanes` gives the lanes'
+    shorter defaults."""
 
     num_chains: int = 4
     num_warmup: int = 1000
@@ -37,6 +41,7 @@ class SamplerConfig:
     max_tree_depth: int = 10
     dense_mass: bool = False
     progress_bar: bool | None = None
+    jitter: float = 0.1
 
     def __post_init__(self):
         if self.chain_method not in CHAIN_METHODS:
@@ -46,6 +51,17 @@ class SamplerConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.target_accept_prob < 1:
             raise ValueError(f"target_accept_prob must lie in (0, 1), got {self.target_accept_prob}")
+        if not 1 <= self.max_tree_depth <= 15:
+            raise ValueError(f"max_tree_depth must lie in 1..15, got {self.max_tree_depth}")
+
+    @classmethod
+    def for_lanes(cls, num_chains: int = 2, num_warmup: int = 300, num_samples: int = 150,
+                  **settings) -> SamplerConfig:
+        """The defaults for many datasets sampled at once: 2 chains of 300 warm-up and 150 kept
+        iterations, target acceptance 0.85, tree depth at most 8 (each lane is one of many:
+        short chains, shallow trees); ``settings`` override any field."""
+        return cls(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+                   **{"target_accept_prob": 0.85, "max_tree_depth": 8, **settings})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

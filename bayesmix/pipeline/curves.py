@@ -38,7 +38,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmix.inference.lanes import LaneConfig, LaneSampler, LaneSamples
+from bayesmix.inference.lanes import LaneSampler, LaneSamples
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws import LawData
 from bayesmix.laws.base import pad_groups
 from bayesmix.laws.annealing import annealed_curves, annealing_mean
@@ -114,7 +115,7 @@ def curve_batch(data: LawData, y: np.ndarray, population: dict[str, float]) -> d
     return batch
 
 
-def fit_curves(data: LawData, priors: dict, point: dict[str, np.ndarray], *, config: LaneConfig,
+def fit_curves(data: LawData, priors: dict, point: dict[str, np.ndarray], *, config: SamplerConfig,
                seed: int, y: np.ndarray | None = None, progress: bool | None = False
                ) -> tuple[LaneSamples, dict[str, float]]:
     """NUTS on every curve of a power-law ``data`` at once; returns lanes (one per curve)

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bayesmix.inference.lanes import LaneConfig
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.data.table import validate_runs
 from bayesmix.laws import resolve_priors
 from bayesmix.inference.progress import progress_enabled
@@ -85,9 +85,9 @@ class Pipeline:
     evals: tuple[str, ...] | None = None
     weights: Mapping[str, float] | None = None
     priors: Mapping[str, Mapping[str, float]] | None = None
-    fit_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=1000, num_samples=500)
-    lane_config: LaneConfig = LaneConfig(num_chains=2, num_warmup=100, num_samples=100)
-    curve_config: LaneConfig = LaneConfig(num_chains=4, num_warmup=200, num_samples=100, dense_mass=True)
+    fit_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=4, num_warmup=1000, num_samples=500)
+    lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=100, num_samples=100)
+    curve_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=4, num_warmup=200, num_samples=100, dense_mass=True)
     n_starts: int = 16
     boot_starts: int = 4
     strict: bool = False

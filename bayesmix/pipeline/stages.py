@@ -24,7 +24,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from bayesmix.inference.lanes import LaneConfig, LaneSampler, LaneSamples, WarmStart
+from bayesmix.inference.lanes import LaneSampler, LaneSamples, WarmStart
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.data.table import RunTableError
 from bayesmix.laws import LawData, Query, get_law
 from bayesmix.laws.mixtures import mix_columns, mixture_labels
@@ -299,7 +300,7 @@ def point_fit(stage: Stage, y: np.ndarray, *, seed: int, n_starts: int) -> dict[
     return stage.law.point_fit(dataclasses.replace(stage.data, y=np.asarray(y, float)), seed=seed, n_starts=n_starts)
 
 
-def sample_stage(stage: Stage, values: np.ndarray, *, config: LaneConfig, seed: int, n_starts: int = 16,
+def sample_stage(stage: Stage, values: np.ndarray, *, config: SamplerConfig, seed: int, n_starts: int = 16,
                  meas_sd: np.ndarray | None = None, warm_start: WarmStart | None = None,
                  progress: bool | None = False, desc: str | None = None) -> LaneSamples:
     """NUTS on every dataset (row) of ``values`` (K, n_obs) in one vmapped run.

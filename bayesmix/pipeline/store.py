@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bayesmix.data.schedule import Schedule
 from bayesmix.data.store import StoreError, is_saved_tree, load_tree
-from bayesmix.inference.lanes import LaneConfig
+from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws.base import LawData, Query
 from bayesmix.pipeline.discrepancy import Backtest, Discrepancy
 from bayesmix.pipeline.nested import Pipeline
@@ -22,7 +22,7 @@ from bayesmix.pipeline.runners import StageOutput
 from bayesmix.pipeline.stages import Plan, Stage
 
 TYPES = {cls.__name__: cls for cls in (PipelineResult, Pipeline, Plan, Stage, StageOutput, LawData, Query, Schedule,
-                                      LaneConfig, Discrepancy, Backtest)}
+                                      SamplerConfig, Discrepancy, Backtest)}
 
 
 def load_pipeline(path) -> PipelineResult:

@@ -209,6 +209,25 @@ def _run_ray(jobs, make_kwargs, workers, device_type, on_result, ray_address, gp
             ray.shutdown()
 
 
+def resumable_jobs(jobs: list[Job], cfg: TrainConfig, *, workdir, evals, cache):
+    """Check every job before any training (and lock its run folder): the jobs still to train,
+    the runs already finished in ``workdir`` and their rows."""
+    skipped, todo, results = [], [], {}
+    for job in jobs:
+        prepared = prepare_run(job.mixture, job.size, cfg, name=job.mixture_name, run=job.run, evals=evals,
+                               cache=cache)
+        if workdir is not None:
+            rundir = RunDirectory(Path(workdir), prepared)
+            with rundir.lock():  # another live sweep training this run is an error here, before any training
+                rundir.open()
+            if rundir.state().get("finished"):
+                results[job.run] = validate_runs(rundir.rows())
+                skipped.append(job.run)
+                continue
+        todo.append(job)
+    return todo, skipped, results
+
+
 def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None = None, *, corpus=None, out=None,
           workdir=None, backend: str = "local", workers: int = 1, ray_address: str | None = None,
           gpus_per_job: float | None = None, cache_dir=None, evals: list[str] | None = None,
@@ -237,19 +256,7 @@ def sweep(mixtures, sizes: Iterable[str], config: TrainConfig | Mapping | None =
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache = build_token_cache(corpus, cache_dir=cache_dir)
 
-    skipped, todo, results = [], [], {}
-    for job in jobs:  # every check before any training
-        prepared = prepare_run(job.mixture, job.size, cfg, name=job.mixture_name, run=job.run, evals=evals,
-                               cache=cache)
-        if workdir is not None:
-            rundir = RunDirectory(Path(workdir), prepared)
-            with rundir.lock():  # another live sweep training this run is an error here, before any training
-                rundir.open()
-            if rundir.state().get("finished"):
-                results[job.run] = validate_runs(rundir.rows())
-                skipped.append(job.run)
-                continue
-        todo.append(job)
+    todo, skipped, results = resumable_jobs(jobs, cfg, workdir=workdir, evals=evals, cache=cache)
 
     failures: dict[str, str] = {}
     trained: list[str] = []

@@ -375,6 +375,82 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     return report, overall
 
 
+def stage_diagnostics(result) -> pd.DataFrame:
+    """One row per fitted stage of a pipeline: R-hat, divergences, lanes, failures, problems."""
+    from bayesmix.pipeline.runners import lanes_failed, lanes_problem
+
+    stage_names = {"step": "step law (one lane per curve)", "size": "size law (one lane per dataset)",
+                   "mix": "mixing law (one lane per dataset)"}
+    rows = []
+    for name, diag in result.diagnostics.items():
+        lanes = int(diag.get("lanes", 1))
+        frac = float(diag.get("fail_fraction", 0.0))
+        ok = not lanes_failed(diag)
+        problems = "" if ok else lanes_problem(diag)
+        rows.append({"part": stage_names.get(name, name), "rhat_max": diag.get("rhat_max", np.nan),
+                     "rhat_pooled": diag.get("rhat_pooled", np.nan),
+                     "divergences": diag.get("divergences", 0), "lanes": lanes, "fail_fraction": frac,
+                     "ok": ok, "problems": problems})
+    return pd.DataFrame(rows)
+
+
+def pipeline_settings(result, n_random: int, settings: Mapping[str, object] | None) -> dict:
+    """The report's "data and settings" entries of a pipeline, then ``settings``."""
+    plan, p = result.plan, result.pipeline
+    info = {"target size": f"{plan.target_size:,} non-embedding parameters", "target step": f"{plan.target_step:,}",
+            "stages fitted": ", ".join(result.stages), "propagation mode": p.mode,
+            "upstream draws (D)": p.n_draws, "posterior draws pooled": result.n_draws_total,
+            "min step (warm-up cut)": p.min_step, "eval weights": _weights_text(result),
+            "step-law sampler": _config_text(p.curve_config), "lane sampler": _config_text(p.lane_config),
+            "single-fit sampler": _config_text(p.fit_config),
+            "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
+            "seed": result.seed, "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws",
+            **(settings or {})}
+    rising = result.diagnostics.get("step", {}).get("rising") or []
+    if rising:
+        info["curves rising with steps (law violated)"] = (f"{len(rising)}: {', '.join(rising[:12])}"
+                                                           + (" ..." if len(rising) > 12 else ""))
+    return info
+
+
+def missing_sections(plan) -> dict[str, str]:
+    """Why each optional section is empty until it is filled."""
+    missing = {"multiplier": "Not computed for this report.",
+               "budget": "Not computed for this report (it refits the pipeline with each stage's uncertainty "
+                         "switched off).",
+               "suggestions": "No suggestions were computed for this report.",
+               "truth": "No run at the target scale was given to check the predictions against; "
+                        "bayesmix verify trains the recommended mixture and the baseline there."}
+    if not plan.step:
+        missing["multiplier"] = ("Not available: the compute multiplier goes through the step law, and every run "
+                                 "already ends at the target step.")
+    return missing
+
+
+def with_optimum(result, candidates: pd.DataFrame | None, *, seed: int) -> tuple[pd.DataFrame, str]:
+    """``candidates`` plus the pipeline's predicted optimum over the simplex, and how it was found."""
+    from bayesmix.decide.decisions import predicted_optimum
+
+    best, _ = predicted_optimum(result, seed=seed)
+    row = pd.DataFrame([{"mixture": "optimum", "source": "optimum",
+                         **{MIX_PREFIX + d: float(best.mixture[d]) for d in result.domains}}])
+    candidates = row if candidates is None else pd.concat([candidates, row], ignore_index=True)
+    return candidates, (f"projected-Adam refinement of the posterior mean over the simplex "
+                        f"({'moved from its start' if best.moved else 'at its start'}, "
+                        f"{'feasible' if best.feasible else 'INFEASIBLE'})")
+
+
+def add_multiplier(report: Report, result, named: pd.DataFrame, *, n: int, prob: float) -> None:
+    """The compute multiplier of the ``n`` best mixtures over the baseline, when the baseline was run."""
+    base_label = named.loc[named["name"].astype(str) == report.baseline, "mixture"]
+    if len(base_label):
+        report.multiplier = multiplier_table(result, report.ranking, str(base_label.iloc[0]),
+                                             baseline_name=report.baseline, n=n, prob=prob)
+    else:
+        report.missing["multiplier"] = (f"Not available: the baseline {report.baseline!r} was not run, so it "
+                                        "has no step law to measure the multiplier with.")
+
+
 def report_from_pipeline(
     result,
     *,
@@ -413,8 +489,6 @@ def report_from_pipeline(
     data summary. ``truth``: held-out runs at the target scale (a run table, never
     fitted), checked against the predictions (:func:`bayesmix.pipeline.verify.target_truth`).
     """
-    from bayesmix.pipeline.runners import lanes_failed, lanes_problem
-
     domains = result.domains
     step_labels = result.outputs["step"].labels
     named_all = name_mixtures(step_labels[["run", "mixture", *mix_columns(step_labels)]])
@@ -426,56 +500,15 @@ def report_from_pipeline(
     def predict_draws(mixtures):
         return result.predict(mixtures, kind="mean", draws=True, seed=seed)
 
-    stage_names = {"step": "step law (one lane per curve)", "size": "size law (one lane per dataset)",
-                   "mix": "mixing law (one lane per dataset)"}
-    rows = []
-    for name, diag in result.diagnostics.items():
-        lanes = int(diag.get("lanes", 1))
-        frac = float(diag.get("fail_fraction", 0.0))
-        ok = not lanes_failed(diag)
-        problems = "" if ok else lanes_problem(diag)
-        rows.append({"part": stage_names.get(name, name), "rhat_max": diag.get("rhat_max", np.nan),
-                     "rhat_pooled": diag.get("rhat_pooled", np.nan),
-                     "divergences": diag.get("divergences", 0), "lanes": lanes, "fail_fraction": frac,
-                     "ok": ok, "problems": problems})
-    diagnostics = pd.DataFrame(rows)
+    diagnostics = stage_diagnostics(result)
     target = f"{plan.target_size:,} parameters, {plan.target_step:,} steps"
-    p = result.pipeline
-    info = {"target size": f"{plan.target_size:,} non-embedding parameters", "target step": f"{plan.target_step:,}",
-            "stages fitted": ", ".join(result.stages), "propagation mode": p.mode,
-            "upstream draws (D)": p.n_draws, "posterior draws pooled": result.n_draws_total,
-            "min step (warm-up cut)": p.min_step, "eval weights": _weights_text(result),
-            "step-law sampler": _config_text(p.curve_config), "lane sampler": _config_text(p.lane_config),
-            "single-fit sampler": _config_text(p.fit_config),
-            "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
-            "seed": result.seed, "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws",
-            **(settings or {})}
-    rising = result.diagnostics.get("step", {}).get("rising") or []
-    if rising:
-        info["curves rising with steps (law violated)"] = (f"{len(rising)}: {', '.join(rising[:12])}"
-                                                           + (" ..." if len(rising) > 12 else ""))
-    missing = {"multiplier": "Not computed for this report.",
-               "budget": "Not computed for this report (it refits the pipeline with each stage's uncertainty "
-                         "switched off).",
-               "suggestions": "No suggestions were computed for this report.",
-               "truth": "No run at the target scale was given to check the predictions against; "
-                        "bayesmix verify trains the recommended mixture and the baseline there."}
-    if not plan.step:
-        missing["multiplier"] = ("Not available: the compute multiplier goes through the step law, and every run "
-                                 "already ends at the target step.")
+    info = pipeline_settings(result, n_random, settings)
+    missing = missing_sections(plan)
     if budget_advice is None and getattr(budget, "recommendation", None):
         text = str(budget.recommendation)
         budget_advice = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
     if optimum:
-        from bayesmix.decide.decisions import predicted_optimum
-
-        best, _ = predicted_optimum(result, seed=seed)
-        row = pd.DataFrame([{"mixture": "optimum", "source": "optimum",
-                             **{MIX_PREFIX + d: float(best.mixture[d]) for d in domains}}])
-        candidates = row if candidates is None else pd.concat([candidates, row], ignore_index=True)
-        info["optimum"] = (f"projected-gradient refinement of the posterior mean over the simplex "
-                           f"({'moved from its start' if best.moved else 'at its start'}, "
-                           f"{'feasible' if best.feasible else 'INFEASIBLE'})")
+        candidates, info["optimum"] = with_optimum(result, candidates, seed=seed)
     report, overall = _assemble(
         title=title, baseline_row=baseline_row, named=named, domains=domains, predict_draws=predict_draws,
         rank_by=rank_by, prob=prob, top=top, seed=seed, n_random=n_random, candidates=candidates,
@@ -483,13 +516,7 @@ def report_from_pipeline(
         multiplier=multiplier, missing=missing, diagnostics=diagnostics, settings=info,
         summary=data_summary(runs) if runs is not None else None, target=target)
     if multiplier is None and n_multiplier > 0 and plan.step:
-        base_label = named.loc[named["name"].astype(str) == report.baseline, "mixture"]
-        if len(base_label):
-            report.multiplier = multiplier_table(result, report.ranking, str(base_label.iloc[0]),
-                                                 baseline_name=report.baseline, n=n_multiplier, prob=prob)
-        else:
-            report.missing["multiplier"] = (f"Not available: the baseline {report.baseline!r} was not run, so it "
-                                            "has no step law to measure the multiplier with.")
+        add_multiplier(report, result, named, n=n_multiplier, prob=prob)
     if truth is not None:
         add_truth(report, result, truth, prob=prob, seed=seed)
     if result.discrepancy is not None:
