@@ -27,7 +27,7 @@ import pandas as pd
 from bayesmix.data.table import RunTableError, select_evals
 from bayesmix.laws.base import LawData, Query, category_codes, pad_groups
 from bayesmix.laws.mixtures import MIX_PREFIX, as_mixture_matrix, mix_columns
-from bayesmix.laws.overall import OVERALL, weighted_overall
+from bayesmix.laws.overall import OVERALL, one_size, weighted_overall
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood, noise_scale_site, observation_scale
 from bayesmix.laws.size import rows_at_step
@@ -114,15 +114,7 @@ class MixingLaw:
     def prepare(self, runs: pd.DataFrame, *, size: int | None = None, step: int | None = None,
                 evals: list[str] | None = None, weights: dict[str, float] | None = None) -> LawData:
         """Rows at one model size and one checkpoint per run, as M4 observations."""
-        if size is None and runs["size"].nunique() > 1:
-            raise RunTableError(
-                f"law 'mix' fits one model size; the table has sizes {sorted(runs['size'].unique().tolist())}: "
-                "pass size= (or use the nested pipeline)"
-            )
-        rows = runs if size is None else runs[runs["size"] == size]
-        if rows.empty:
-            raise RunTableError(f"law 'mix': no runs of size {size}")
-        rows = rows_at_step(rows, step)
+        rows = rows_at_step(one_size(runs, size, "mix", hint=" (or use the nested pipeline)"), step)
         rows = select_evals(rows, evals, law=self.name)
         cols = mix_columns(rows)
         domains = [c[len(MIX_PREFIX):] for c in cols]

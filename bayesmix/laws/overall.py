@@ -50,12 +50,13 @@ def weighted_overall(per_eval, weights, pick: int | None = None):
     return per_eval @ weights if pick is None else per_eval[..., pick]
 
 
-def one_size(runs: pd.DataFrame, size: int | None, law: str) -> pd.DataFrame:
-    """Rows of the one model size the law fits (``size`` picks it on a multi-size table)."""
+def one_size(runs: pd.DataFrame, size: int | None, law: str, hint: str = "") -> pd.DataFrame:
+    """Rows of the one model size the law fits (``size`` picks it on a multi-size table);
+    ``hint`` ends the message when there are several."""
     if size is None and runs["size"].nunique() > 1:
         raise RunTableError(
             f"law {law!r} fits one model size; the table has sizes {sorted(runs['size'].unique().tolist())}: "
-            "pass size="
+            "pass size=" + hint
         )
     rows = runs if size is None else runs[runs["size"] == size]
     if rows.empty:
