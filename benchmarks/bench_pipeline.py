@@ -46,7 +46,7 @@ from bayesmix.laws.mixtures import MIX_PREFIX  # noqa: E402
 from bayesmix.pipeline.lanenoise import shrink_predictions  # noqa: E402
 from bayesmix.pipeline.nested import Pipeline  # noqa: E402
 from bayesmix.pipeline.runners import StageOutput, fit_downstream, fit_step_curves, own_noise  # noqa: E402
-from bayesmix.pipeline.pointchain import _bootstrap_stage  # noqa: E402
+from bayesmix.pipeline.pointchain import bootstrap_stage  # noqa: E402
 from bayesmix.data.simulate import NestedLaw, dirichlet_mixtures, simulate_campaign  # noqa: E402
 
 TARGET_SIZE, TARGET_STEP = 200_000_000, 100_000
@@ -169,7 +169,7 @@ def part_gemstones(args) -> dict:
         labels = labels.assign(mixture="m0", **{MIX_PREFIX + "all": 1.0})
         with jax.enable_x64(True):
             if mode == "point":
-                point, boot, _ = _bootstrap_stage(stage, stage.data.y, None, n_boot=args.draws, seed=0,
+                point, boot, _ = bootstrap_stage(stage, stage.data.y, None, n_boot=args.draws, seed=0,
                                                   n_starts=16, boot_starts=4, rng=rng)
                 pred1 = st.predict_stage(stage, boot)
             else:
@@ -195,7 +195,7 @@ def part_gemstones(args) -> dict:
         query = stage2.law.query(stage2.data, sizes=big["size"].tolist())
         with jax.enable_x64(True):
             if mode == "point":
-                _, params2, _ = _bootstrap_stage(stage2, values.mean(axis=0)[stage2.inputs], values[:, stage2.inputs],
+                _, params2, _ = bootstrap_stage(stage2, values.mean(axis=0)[stage2.inputs], values[:, stage2.inputs],
                                                  n_boot=args.draws, seed=1, n_starts=16, boot_starts=4, rng=rng)
             else:
                 lanes = fit_downstream(pipeline, stage2, values[:, stage2.inputs],

@@ -20,8 +20,8 @@ compute multiplier over a baseline mixture.
 examples:
   bayesmix pipeline runs.csv --target-size 1000000000 --target-step 100000
   bayesmix pipeline runs.csv --target-size 1e9 --target-step 1e5 --min-step 1000 --budget --optimum
-  bayesmix pipeline runs.csv --target-size 1e9 --target-step 1e5 --baseline m0 --mixtures cands.csv \
-      --predictions pred.csv --out fit       (then: bayesmix suggest fit; bayesmix report fit --out r.html)
+  bayesmix pipeline runs.csv --target-size 1e9 --target-step 1e5 --baseline m0 --mixtures cands.csv --out fit
+  bayesmix suggest fit --q 4 --out next.csv        (then: bayesmix report fit --out r.html)
   bayesmix pipeline regmix.csv --mode point --n-draws 200        (one size and step: the mixing law alone)
 """
 

@@ -32,24 +32,19 @@ Propagation modes (same API):
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping
 
-import jax
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.data.table import validate_runs
 from bayesmix.laws import resolve_priors
-from bayesmix.inference.progress import progress_enabled
 from bayesmix.data.schedule import Schedule
 from bayesmix.pipeline import stages as st
-from bayesmix.pipeline.pointchain import run_point_chain
+from bayesmix.pipeline.chain import run_chain
 from bayesmix.pipeline.result import PipelineResult
-from bayesmix.pipeline.runners import (StageOutput, backtest_discrepancy, fit_step_curves, output_from_draws, run_mix, run_size,
-                                       step_labels, step_shape_from, summary_of, warn_rising, _check_lanes)
+from bayesmix.pipeline.runners import StageOutput
 
 
 MODES = ("draws", "moments", "point")
@@ -124,65 +119,7 @@ class Pipeline:
             runs = runs[runs["eval"].astype(str).isin(self.evals)]
         plan = st.plan_stages(runs, target_size=self.target_size, target_step=self.target_step,
                               target_schedule=self.target_schedule)
-        if self.mode == "point":
-            return run_point_chain(self, runs, plan, seed=seed)
-        return _run_bayes(self, runs, plan, seed=seed)
-
-
-def _run_bayes(pipeline: Pipeline, runs: pd.DataFrame, plan: st.Plan, *, seed: int) -> PipelineResult:
-    """Draws and moments modes."""
-    rng = np.random.default_rng(seed)
-    priors = pipeline.stage_priors(plan.step_law)
-    runs_frame = st.run_mixtures_frame(runs)
-    stages, outputs, diagnostics, seconds = {}, {}, {}, {}
-    step_shape = None
-    bar = tqdm(total=3 + pipeline.discrepancy, desc="pipeline", disable=not progress_enabled(pipeline.progress))
-
-    t0 = time.perf_counter()
-    bar.set_postfix_str("step law")
-    if plan.step:
-        stage = st.step_stage(runs, plan, min_step=pipeline.min_step, evals=pipeline.evals, priors=priors["step"])
-        labels = step_labels(stage, runs_frame)
-        lanes, params, population = fit_step_curves(pipeline, stage, seed=seed)
-        with jax.enable_x64(True):
-            pred = st.predict_stage(stage, params)
-        lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
-        out, rows = output_from_draws(pipeline, labels, pred[:, stage.handed_off()], n_lanes=1, rng=rng)
-        step_shape = step_shape_from(stage, {k: v[rows] for k, v in params.items()}, labels)
-        stages["step"], diagnostics["step"] = stage, _check_lanes("step", lanes, pipeline.strict, per="curve")
-        diagnostics["step"]["population"] = population
-        diagnostics["step"]["rising"] = warn_rising(runs, pipeline.min_step)
-    else:
-        labels, observed = st.observed_at_target(runs, evals=pipeline.evals)
-        labels = st.with_mixtures(labels, runs_frame)
-        out = StageOutput(labels, observed[None], np.zeros_like(observed) if pipeline.mode == "moments" else None,
-                          summary_of(labels, observed[None]))
-    outputs["step"], seconds["step"] = out, time.perf_counter() - t0
-    bar.update()
-
-    t0 = time.perf_counter()
-    bar.set_postfix_str("size law")
-    if plan.size:
-        size = run_size(pipeline, plan, outputs["step"], priors["size"], seed=seed + 1, rng=rng)
-        stages["size"], outputs["size"], diagnostics["size"] = size.stage, size.output, size.diagnostics
-    seconds["size"] = time.perf_counter() - t0
-    bar.update()
-
-    t0 = time.perf_counter()
-    bar.set_postfix_str("mixing law")
-    up, unit = (outputs["size"], "mixture") if plan.size else (outputs["step"], "run")
-    mix = run_mix(pipeline, plan, up, unit, priors["mix"], seed=seed + 2, rng=rng)
-    diagnostics["mix"] = mix.diagnostics
-    stages["mix"] = mix.stage
-    seconds["mix"] = time.perf_counter() - t0
-    bar.update()
-    bar.set_postfix_str("backtests")
-    discrepancy = backtest_discrepancy(pipeline, runs, plan, stages, (up.labels, up.values.mean(axis=0), unit),
-                                       priors, seconds, seed=seed + 3)
-    bar.update(int(pipeline.discrepancy))
-    bar.close()
-    return PipelineResult(pipeline, plan, stages, outputs, mix.params, mix.lane_of_draw, step_shape, diagnostics,
-                          seconds, mix.point, seed, mix.lane_ratio, discrepancy)
+        return run_chain(self, runs, plan, seed=seed)
 
 
 __all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput"]
