@@ -2,6 +2,7 @@
 (:func:`conftest.mocked_nuts`: no sampler), and what only NUTS records on a real one."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -98,6 +99,13 @@ def test_bad_prediction_inputs_are_rejected(result):
         result.predict(mixtures={"web": 0.2, "code": 0.2, "books": 0.6}, kind="median")
     with pytest.raises(ValueError, match="unknown domain column"):
         result.predict(mixtures={"web": 0.2, "code": 0.2, "books": 0.5, "math": 0.1})
+    with pytest.raises(ValueError, match=r"unknown domain column\(s\) \['math'\]"):
+        result.predict(mixtures=pd.DataFrame([{"mix.web": 0.2, "mix.code": 0.2, "mix.books": 0.5, "mix.math": 0.1}]))
+    # with mix.* columns the rest are annotations: a suggestions table reads back as it is
+    annotated = pd.DataFrame([{"mixture": "next1", "mix.web": 0.2, "mix.code": 0.3, "mix.books": 0.5, "mean": 2.1,
+                               "nearest_tried": "m0"}])
+    table = result.predict(mixtures=annotated)
+    assert set(table["mixture"]) == {"next1"} and table["mean"].notna().all()
 
 
 def test_fit_rejects_bad_options(runs):

@@ -34,12 +34,17 @@ def as_mixture_matrix(mixtures, domains: list[str]) -> tuple[np.ndarray, pd.Data
     Accepts a DataFrame with either bare domain columns or ``mix.<domain>``
     columns, a dict of domain -> proportion, a list of such dicts, or an array
     of shape (n, M). Rows must lie on the simplex (within 1e-6, renormalised).
+    With ``mix.`` columns every other column is an annotation and is ignored (a
+    table bayesmix wrote, such as suggestions or a ranking, reads back as it is);
+    with bare columns any column that is not a domain is an error (a misspelt domain).
     """
     if isinstance(mixtures, dict):
         mixtures = pd.DataFrame([mixtures])
     elif isinstance(mixtures, list) and mixtures and isinstance(mixtures[0], dict):
         mixtures = pd.DataFrame(mixtures)
     if isinstance(mixtures, pd.DataFrame):
+        if mix_columns(mixtures):
+            mixtures = mixtures[[c for c in mixtures.columns if str(c).startswith(MIX_PREFIX) or c == "mixture"]]
         frame = mixtures.rename(columns=lambda c: str(c)[len(MIX_PREFIX):] if str(c).startswith(MIX_PREFIX) else c)
         missing = [d for d in domains if d not in frame.columns]
         if missing:
