@@ -365,11 +365,10 @@ def test_a_mixture_outside_the_trust_region_is_flagged_and_not_recommended():
         draws = draws_of(mixtures["mixture"], mean + 0.01 * rng.standard_normal((200, len(mixtures))))
         return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
 
-    report, _ = rp._assemble(
-        title="t", baseline_row=named.iloc[0], named=named, domains=domains, predict_draws=predict_draws,
-        rank_by="mean", prob=0.9, top=5, seed=0, n_random=0, candidates=face, suggestions=None,
-        suggestions_note="", budget=None, budget_advice=None, multiplier=None, missing={},
-        diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]), settings={}, summary=None, target="")
+    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[0], predict_draws, candidates=face,
+                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
+    report = rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5,
+                       diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
     top = report.ranking.iloc[0]
     assert top["mixture"] == "face" and top["outside_range"] == "code, books" and not top["inside_support"]
     assert report.best["mixture"] == "code-led"

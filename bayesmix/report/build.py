@@ -347,10 +347,15 @@ def _budget_long(budget) -> pd.DataFrame | None:
 
 
 
-def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, prob, top, seed, n_random,
-              candidates, suggestions, suggestions_note, budget, budget_advice, multiplier, missing, diagnostics,
-              settings, summary, target) -> tuple[Report, xr.DataArray]:
-    """Rank candidates from ``predict_draws(mixtures) -> (draw, point)`` and build the report."""
+def ranked_candidates(named: pd.DataFrame, domains: Sequence[str], baseline_row: pd.Series, predict_draws, *,
+                      candidates: pd.DataFrame | None, n_random: int, rank_by: str, prob: float,
+                      seed: int) -> tuple[pd.DataFrame, xr.DataArray, pd.DataFrame | None]:
+    """The candidates (:func:`candidate_mixtures`) ranked from ``predict_draws(mixtures) -> (draw, point)``.
+
+    Returns the ranking (:func:`risk_table` rows, best first by ``rank_by``, with ``source`` and
+    the trust-region columns of :func:`bayesmix.decide.support.support_table`), the overall-loss
+    draws, and the per-eval table of the three best and the baseline (None with one eval).
+    """
     cands = candidate_mixtures(named, domains, baseline_row, n_random=n_random, extra=candidates, seed=seed)
     cols = [MIX_PREFIX + d for d in domains]
     draws = predict_draws(cands[["mixture", *cols]])
@@ -368,11 +373,7 @@ def _assemble(*, title, baseline_row, named, domains, predict_draws, rank_by, pr
     if str(baseline_row["name"]) not in shown:
         shown.append(str(baseline_row["name"]))
     per_eval = per_eval_table(draws, shown, prob=prob) if "eval" in draws.coords else None
-    report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
-                    rank_by=rank_by, prob=prob, top=top, target=target, per_eval=per_eval, multiplier=multiplier,
-                    budget=_budget_long(budget), budget_advice=budget_advice, suggestions=suggestions,
-                    suggestions_note=suggestions_note, settings=settings, data_summary=summary, missing=missing)
-    return report, overall
+    return table, overall, per_eval
 
 
 def stage_diagnostics(result) -> pd.DataFrame:
@@ -509,12 +510,13 @@ def report_from_pipeline(
         budget_advice = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
     if optimum:
         candidates, info["optimum"] = with_optimum(result, candidates, seed=seed)
-    report, overall = _assemble(
-        title=title, baseline_row=baseline_row, named=named, domains=domains, predict_draws=predict_draws,
-        rank_by=rank_by, prob=prob, top=top, seed=seed, n_random=n_random, candidates=candidates,
-        suggestions=suggestions, suggestions_note=suggestions_note, budget=budget, budget_advice=budget_advice,
-        multiplier=multiplier, missing=missing, diagnostics=diagnostics, settings=info,
-        summary=data_summary(runs) if runs is not None else None, target=target)
+    table, overall, per_eval = ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
+                                                 n_random=n_random, rank_by=rank_by, prob=prob, seed=seed)
+    report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
+                    rank_by=rank_by, prob=prob, top=top, target=target, per_eval=per_eval, multiplier=multiplier,
+                    budget=_budget_long(budget), budget_advice=budget_advice, suggestions=suggestions,
+                    suggestions_note=suggestions_note, settings=info,
+                    data_summary=data_summary(runs) if runs is not None else None, missing=missing)
     if multiplier is None and n_multiplier > 0 and plan.step:
         add_multiplier(report, result, named, n=n_multiplier, prob=prob)
     if truth is not None:
@@ -631,12 +633,12 @@ def report_from_fit(
                "budget": "Not available for a single mixing-law fit: the error budget splits the uncertainty of "
                          "the nested pipeline's stages.",
                "suggestions": "No suggestions were computed for this report."}
-    report, overall = _assemble(
-        title=title, baseline_row=baseline_row, named=named, domains=domains, predict_draws=predict_draws,
-        rank_by=rank_by, prob=prob, top=top, seed=seed, n_random=n_random, candidates=candidates,
-        suggestions=suggestions, suggestions_note=suggestions_note, budget=None, budget_advice=None,
-        multiplier=None, missing=missing, diagnostics=diagnostics, settings=info, summary=data_summary(obs),
-        target=target)
+    table, overall, per_eval = ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
+                                                 n_random=n_random, rank_by=rank_by, prob=prob, seed=seed)
+    report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
+                    rank_by=rank_by, prob=prob, top=top, target=target, per_eval=per_eval,
+                    suggestions=suggestions, suggestions_note=suggestions_note, settings=info,
+                    data_summary=data_summary(obs), missing=missing)
     report.rerun_hint = rerun
     report.caveat = "; ".join(adequacy_problems(d.loo_r2 or {}))
     fit_figures(fit, report, obs)
