@@ -185,7 +185,11 @@ def test_pool_campaign_runs_two_rounds_of_q_pool_mixtures(tmp_path, pool_table):
     # everything on disk is plain JSON/Parquet/CSV
     state = json.loads((tmp_path / "c" / "state.json").read_text())
     assert (state["round"], state["phase"], state["q"], state["custom_fit"]) == (2, "suggest", Q, True)
-    assert sorted(p.name for p in (tmp_path / "c" / "suggestions").iterdir()) == ["round_000.csv", "round_001.csv"]
+    assert sorted(p.name for p in (tmp_path / "c" / "suggestions").iterdir()) == [
+        "round_000.csv", "round_000_landscape.csv", "round_001.csv", "round_001_landscape.csv"]
+    landscape = campaign.landscape(1)  # the acquisition of every untried pool mixture within the bounds
+    assert landscape["suggested"].sum() == Q and set(landscape.loc[landscape["suggested"], "mixture"]) == set(
+        campaign.suggestions(1)["mixture"])
     assert not any((tmp_path / "c" / "fits").iterdir())  # a draws function has nothing to save
 
 
