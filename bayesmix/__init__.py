@@ -6,7 +6,8 @@ The whole public API, in the order of the flow (each name is imported on first u
     data       read_runs, write_table, validate_runs, RunTableError, from_wide, to_wide, load_regmix,
                simulate_mixing, simulate_curves, simulate_campaign, NestedLaw, Schedule
     laws       get_law, LAWS, Law, LawData, resolve_priors, DEFAULT_PRIORS
-    inference  fit, load_fit, FitResult, SamplerConfig, compare_laws, bootstrap, DiagnosticsError
+    inference  fit, load_fit, FitResult, SamplerConfig, compare_laws, latent_grid, bootstrap, DiagnosticsError,
+               stack_chains
     pipeline   Pipeline, PipelineResult, load_pipeline, error_budget, target_truth, coverage_summary, verify
     decide     prob_beats, rank_mixtures, cvar, optimum, predicted_optimum, compute_multiplier,
                effective_compute_multiplier, critical_proportion, SimplexBounds, support_table
@@ -37,7 +38,8 @@ _EXPORTS = {
     "DEFAULT_PRIORS": "laws",
     # inference
     "fit": "inference.fit", "load_fit": "inference.fit", "FitResult": "inference.fit",
-    "SamplerConfig": "inference.nuts", "compare_laws": "inference.compare",
+    "SamplerConfig": "inference.nuts", "compare_laws": "inference.compare", "latent_grid": "inference.compare",
+    "stack_chains": "inference.stacking",
     "bootstrap": "inference.bootstrap", "DiagnosticsError": "inference.diagnostics",
     # pipeline
     "Pipeline": "pipeline.nested", "PipelineResult": "pipeline.nested", "load_pipeline": "pipeline.store",

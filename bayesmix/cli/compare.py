@@ -19,8 +19,15 @@ alternative forms), bimix (own proportion x step; needs --epsilon when some
 run has a zero share of an eval domain), multiscale (M4 over (size, step)
 groups). Every law must see the same losses, e.g. one eval domain (--evals).
 
+--latent takes one K or a grid (e.g. 5,10,30): each K is its own row
+(implicit_K5, ...), and the weight column then stacks the K values. With
+--combine stacking each law's chains start from their own point fits and are
+combined by stacking (for posteriors whose chains do not mix; use --chains 8
+or more); a chain that fails its own checks gets weight 0.
+
 examples:
   bayesmix compare runs.csv --laws mix,implicit,bimix --evals pile_cc --epsilon 1e-3
+  bayesmix compare runs.csv --laws mix,implicit --latent 5,10,30 --combine stacking --chains 8
   bayesmix compare train.csv --laws mix,m1,m2 --test test.csv --out ranking.csv
 """
 
@@ -30,6 +37,16 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("name at least one law, e.g. mix,implicit")
     return names
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"give positive integers, e.g. 30 or 5,10,30; got {text!r}")
+    return counts
 
 
 def add_parser(subparsers) -> None:
@@ -44,7 +61,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--step", type=int, help="checkpoint to use (default: each run's last)")
     p.add_argument("--evals", help="comma-separated eval domains (every law sees the same losses)")
     p.add_argument("--weights", type=named_values, help="eval weights of the overall loss, e.g. web=0.5,code=0.5")
-    p.add_argument("--latent", type=int, help="implicit: number of latent eval domains (default 30)")
+    p.add_argument("--latent", type=_counts,
+                   help="implicit: number of latent eval domains K, or a comma-separated grid (default 30)")
     p.add_argument("--epsilon", type=float, help="bimix: raise own proportions below this to it (allows zeros)")
     add_sampler_arguments(p)
     p.set_defaults(func=run)
@@ -54,10 +72,23 @@ def comparison_options(args) -> tuple[dict, dict]:
     """(options shared by every law, law-specific options) from the command line."""
     common = {"size": args.size, "step": args.step, "evals": args.evals.split(",") if args.evals else None,
               "weights": args.weights}
-    specific = {"implicit": {"latent": args.latent}, "bimix": {"epsilon": args.epsilon}}
+    latent = args.latent[0] if args.latent and len(args.latent) == 1 else None
+    specific = {"implicit": {"latent": latent}, "bimix": {"epsilon": args.epsilon}}
     specific = {law: {k: v for k, v in opts.items() if v is not None} for law, opts in specific.items()
                 if law in args.laws}
     return {k: v for k, v in common.items() if v is not None}, {k: v for k, v in specific.items() if v}
+
+
+def comparison_laws(args) -> list[str] | dict:
+    """The laws to compare: the names given, with the implicit law expanded over a K grid."""
+    from bayesmix.inference.compare import latent_grid
+
+    if not args.latent or len(args.latent) == 1 or "implicit" not in args.laws:
+        return list(args.laws)
+    out = {}
+    for name in args.laws:
+        out.update(latent_grid(args.latent) if name == "implicit" else {name: name})
+    return out
 
 
 def run(args) -> int:
@@ -76,8 +107,8 @@ def run(args) -> int:
     runs = read_runs(args.runs)
     test = read_runs(args.test) if args.test else None
     common, specific = comparison_options(args)
-    table = compare_laws(runs, args.laws, seed=args.seed, test=test, sampler=sampler_from_args(args),
-                         options=specific, strict=args.strict, **common)
+    table = compare_laws(runs, comparison_laws(args), seed=args.seed, test=test, sampler=sampler_from_args(args),
+                         options=specific, strict=args.strict, combine=args.combine, **common)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(4).to_string())
     if args.out:

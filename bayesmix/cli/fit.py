@@ -25,6 +25,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
     group.add_argument("--chain-method", default="vectorized", choices=["vectorized", "parallel", "sequential"],
                        help="how chains run: vectorised on one device (default), parallel over devices, or in turn")
+    group.add_argument("--combine", choices=("pooled", "stacking"), default="pooled",
+                       help="pool the chains (default) or, for posteriors whose chains do not mix, start each "
+                            "from its own point fit and combine them by stacking (use --chains 8 or more)")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument("--strict", action="store_true", help="fail (exit 2) when convergence diagnostics fail")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -81,12 +84,14 @@ def run(args) -> int:
     check_sampler_arguments(args)
     runs = read_runs(args.runs)
     result = fit(runs, args.law, seed=args.seed, priors=args.prior, sampler=sampler_from_args(args),
-                 strict=args.strict, **law_options(args))
+                 combine=args.combine, strict=args.strict, **law_options(args))
     path = result.save(args.out)
     d = result.diagnostics
     print(result.summary().round(4).to_string())
     print(f"\ndiagnostics: R-hat max {d.rhat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, "
           f"tail ESS min {d.ess_tail_min:.0f}, divergences {d.divergences}, E-BFMI min {d.ebfmi_min:.2f}"
           + ("" if d.ok else "  <-- FAILED: " + "; ".join(d.problems)))
+    for note in d.notes:
+        print(note)
     print(f"saved {args.law} fit to {path}")
     return 0

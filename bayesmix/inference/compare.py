@@ -63,7 +63,7 @@ def loo_table(fits: Mapping[str, FitResult]) -> pd.DataFrame:
     for name, result in fits.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # arviz's own k warning is replaced by ours, with the counts
-            loos[name] = az.loo(result.idata, pointwise=True, var_name="obs")
+            loos[name] = result.loo()
         bad[name] = int(np.sum(np.asarray(loos[name].pareto_k) > PARETO_K_MAX))
     for name, count in bad.items():
         if count:
@@ -143,42 +143,73 @@ def compare_fits(fits: Mapping[str, FitResult], *, test: pd.DataFrame | None = N
     table["diagnostics_ok"] = pd.Series({n: bool(f.diagnostics.ok) for n, f in fits.items()})
     table["rhat_max"] = pd.Series({n: float(f.diagnostics.rhat_max) for n, f in fits.items()})
     table["divergences"] = pd.Series({n: int(f.diagnostics.divergences) for n, f in fits.items()})
+    table["chains_carrying"] = pd.Series({n: f.stacking.n_carrying if f.stacking is not None else np.nan
+                                          for n, f in fits.items()})  # stacked fits: chains holding 90% of the weight
     if test is not None:
         rows = {n: held_out(f, test, (options or {}).get(n), seed=seed) for n, f in fits.items()}
         table = table.join(pd.DataFrame(rows).T)
     return table
 
 
-def compare_laws(runs: pd.DataFrame, laws: Sequence[str] = ("mix", "implicit"), *, seed: int,
+def law_variants(laws: Sequence[str] | Mapping[str, str | tuple[str, Mapping]]) -> dict[str, tuple[str, dict]]:
+    """label -> (law name, options of that variant). ``laws`` is a list of law names (each its
+    own label) or a mapping label -> law name or (law name, options), e.g.
+    ``{"implicit_K5": ("implicit", {"latent": 5}), "implicit_K30": ("implicit", {"latent": 30})}``."""
+    if not isinstance(laws, Mapping):
+        laws = list(laws)
+        if len(set(laws)) != len(laws):
+            raise ValueError(f"laws named twice: {laws}")
+        laws = {name: name for name in laws}
+    out = {}
+    for label, spec in laws.items():
+        name, opts = (spec, {}) if isinstance(spec, str) else spec
+        out[str(label)] = (name, dict(opts))
+    if not out:
+        raise ValueError("name at least one law to compare")
+    return out
+
+
+def latent_grid(latents: Sequence[int], law: str = "implicit") -> dict[str, tuple[str, dict]]:
+    """The K grid of the implicit law as comparison variants: ``{"implicit_K5": ("implicit", {"latent": 5}), ...}``."""
+    if len(set(latents)) != len(latents):
+        raise ValueError(f"latent counts named twice: {list(latents)}")
+    return {f"{law}_K{int(k)}": (law, {"latent": int(k)}) for k in latents}
+
+
+def compare_laws(runs: pd.DataFrame, laws: Sequence[str] | Mapping = ("mix", "implicit"), *, seed: int,
                  test: pd.DataFrame | None = None, sampler=None, priors: Mapping[str, Mapping] | None = None,
-                 options: Mapping[str, Mapping] | None = None, strict: bool = False,
+                 options: Mapping[str, Mapping] | None = None, strict: bool = False, combine: str = "pooled",
                  **common_options) -> pd.DataFrame:
     """Fit each law to ``runs`` with the same seed and rank them by PSIS-LOO.
 
-    ``common_options`` (e.g. ``evals=["pile_cc"]``, ``size=``, ``step=``) go to every
-    law's ``prepare``; ``options[law]`` adds law-specific ones (``{"bimix":
-    {"epsilon": 1e-3}, "implicit": {"latent": 30}}``); ``priors[law]`` overrides
-    priors by name; ``strict`` makes failed convergence diagnostics an error. Returns one row per law, best first: ``rank``, ``elpd_loo``,
-    ``p_loo``, ``elpd_diff``, ``weight`` (stacking), ``se``, ``dse``,
+    ``laws``: law names, or labelled variants (:func:`law_variants`; :func:`latent_grid`
+    gives the implicit law's K grid). ``common_options`` (e.g. ``evals=["pile_cc"]``,
+    ``size=``, ``step=``) go to every law's ``prepare``; ``options[law]`` adds
+    law-specific ones (``{"bimix": {"epsilon": 1e-3}, "implicit": {"latent": 30}}``),
+    keyed by law name or label; ``priors[law]`` overrides priors by name; ``strict``
+    makes failed convergence diagnostics an error; ``combine`` goes to every fit
+    (``"stacking"``: chains combined by stacking, and the LOO is the stacked
+    mixture's). Returns one row per label, best first: ``rank``, ``elpd_loo``,
+    ``p_loo``, ``elpd_diff``, ``weight`` (stacking across the laws: the weights of the
+    best predictive mixture of them), ``se``, ``dse``,
     ``pareto_k_bad``, ``diagnostics_ok``, ``rhat_max``, ``divergences``,
-    ``seconds``, and with ``test`` the held-out ``test_mae``, ``test_spearman``,
-    ``test_cover50``, ``test_cover90``, ``n_test``.
+    ``chains_carrying`` (stacked fits), ``seconds``, and with ``test`` the held-out
+    ``test_mae``, ``test_spearman``, ``test_cover50``, ``test_cover90``, ``n_test``.
     """
-    laws = list(laws)
-    if not laws:
-        raise ValueError("name at least one law to compare")
-    if len(set(laws)) != len(laws):
-        raise ValueError(f"laws named twice: {laws}")
-    unknown = sorted(set(options or {}) - set(laws)) + sorted(set(priors or {}) - set(laws))
+    variants = law_variants(laws)
+    keys = set(variants) | {name for name, _ in variants.values()}
+    unknown = sorted(set(options or {}) - keys) + sorted(set(priors or {}) - keys)
     if unknown:
-        raise ValueError(f"options/priors given for law(s) {sorted(set(unknown))} not being compared {laws}")
+        raise ValueError(f"options/priors given for law(s) {sorted(set(unknown))} not being compared "
+                         f"{list(variants)}")
     fits, seconds, used = {}, {}, {}
-    for name in laws:
-        used[name] = {**common_options, **dict((options or {}).get(name, {}))}
+    for label, (name, variant_options) in variants.items():
+        given = (options or {}).get(label, (options or {}).get(name, {}))
+        used[label] = {**common_options, **dict(given), **variant_options}
         start = time.perf_counter()
-        fits[name] = fit(runs, name, seed=seed, sampler=sampler, priors=(priors or {}).get(name), strict=strict,
-                         **used[name])
-        seconds[name] = time.perf_counter() - start
+        fits[label] = fit(runs, name, seed=seed, sampler=sampler, strict=strict, combine=combine,
+                          priors=(priors or {}).get(label, (priors or {}).get(name)), **used[label])
+        seconds[label] = time.perf_counter() - start
     table = compare_fits(fits, test=test, options=used, seed=seed)
     table["seconds"] = pd.Series(seconds)
     return table

@@ -58,6 +58,8 @@ class Diagnostics:
     treedepth_saturation: float = float("nan")
     max_tree_depth: int | None = None
     loo_r2: dict | None = None  # held-out R^2 per eval domain (mixing-law fits), see loo_r2
+    stacking: dict | None = None  # chains combined by stacking: bayesmix.inference.stacking.Stacking.to_dict
+    notes: tuple[str, ...] = ()  # what the reader should know that is not a failure (e.g. the stacking line)
 
     @property
     def ok(self) -> bool:

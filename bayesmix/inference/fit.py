@@ -26,6 +26,7 @@ import xarray as xr
 from bayesmix.data.table import MIX_PREFIX, absent_domains, validate_runs
 from bayesmix.inference.diagnostics import Diagnostics, adequacy_problems, check, diagnose, loo_r2
 from bayesmix.inference.nuts import SamplerConfig, load_idata, posterior_draws, run_nuts, save_idata
+from bayesmix.inference.stacking import COMBINE_MODES, Stacking, stack_chains, stacked_diagnostics, stacked_draws
 from bayesmix.laws import Law, LawData, get_law, resolve_priors
 from bayesmix.data.io import atomic_path, jsonable
 
@@ -35,7 +36,8 @@ FIT_ATTRIBUTES = ("law", "law_coords", "law_meta", "point_fit", "priors")  # pos
 
 @dataclasses.dataclass
 class FitResult:
-    """A fitted law: ``law``, the prepared ``data``, ``idata``, ``point`` fit, ``diagnostics``."""
+    """A fitted law: ``law``, the prepared ``data``, ``idata``, ``point`` fit, ``diagnostics``;
+    ``stacking`` when the chains were combined by stacking (:mod:`bayesmix.inference.stacking`)."""
 
     law: Law
     data: LawData
@@ -43,10 +45,20 @@ class FitResult:
     point: dict[str, np.ndarray]
     diagnostics: Diagnostics
     priors: dict[str, float]
+    stacking: Stacking | None = None
 
     def posterior(self) -> dict[str, np.ndarray]:
-        """Natural parameters, chains flattened: name -> (draws, ...)."""
+        """Natural parameters, chains flattened: name -> (draws, ...). A stacked fit gives the
+        stacked mixture: each chain's draws in proportion to its weight."""
+        if self.stacking is not None and self.stacking.ok:
+            return stacked_draws(self.idata.posterior, self.law.param_dims, self.stacking.weights)
         return posterior_draws(self.idata, self.law.param_dims)
+
+    def loo(self) -> az.ELPDData:
+        """PSIS-LOO of the fit's predictive (pointwise; a stacked fit's is the stacked mixture's)."""
+        if self.stacking is not None and self.stacking.ok:
+            return self.stacking.loo()
+        return az.loo(self.idata, pointwise=True, var_name="obs")
 
     def predict(self, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
                 seed: int = 0, **inputs):
@@ -166,6 +178,7 @@ def fit(
     init: str = "point",
     n_starts: int = 16,
     strict: bool = False,
+    combine: str = "pooled",
     **law_options,
 ) -> FitResult:
     """Fit ``law`` ("step", "size", "mix", ...) to a run table with NUTS.
@@ -174,9 +187,19 @@ def fit(
     ``step=``, ``evals=``, ``weights=``). ``init="point"`` starts NUTS at the
     multi-start Huber fit, ``"median"`` at the prior median. With ``strict`` a
     failed diagnostic raises instead of warning.
+
+    ``combine="stacking"`` is for posteriors whose chains do not mix (several
+    modes NUTS cannot cross): each chain starts from its own multi-start point fit
+    (``n_starts // num_chains`` starts each, at least 2, seeds ``seed + chain``; the
+    fit's ``point`` stays the full ``n_starts`` fit), is
+    judged on its own, and the chains are weighted by stacking their PSIS-LOO
+    predictive densities (:mod:`bayesmix.inference.stacking`); use 8 or more chains.
+    ``"pooled"`` (default) treats all chains as one sample.
     """
     if init not in ("point", "median"):
         raise ValueError(f"init must be 'point' or 'median', got {init!r}")
+    if combine not in COMBINE_MODES:
+        raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
     config = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig(**(sampler or {}))
     law_obj = get_law(law)
     prior_values = resolve_priors(law, priors)
@@ -186,6 +209,11 @@ def fit(
     with jax.enable_x64(True):
         point = law_obj.point_fit(data, seed=seed, n_starts=n_starts)
         init_values = law_obj.init_values(data, point, prior_values) if init == "point" else None
+        chain_inits = None
+        if combine == "stacking":
+            per_chain = max(2, n_starts // config.num_chains)
+            starts = [law_obj.point_fit(data, seed=seed + c, n_starts=per_chain) for c in range(config.num_chains)]
+            chain_inits = [law_obj.init_values(data, p, prior_values) for p in starts]
         model_data = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in data.arrays.items()}
         attrs = {
             "law": law,
@@ -194,6 +222,7 @@ def fit(
             "law_meta": jsonable(data.meta),
             "law_coords": jsonable(data.coords),
             "point_fit": jsonable(point),
+            "combine": combine,
         }
         idata = run_nuts(
             law_obj.model,
@@ -201,6 +230,7 @@ def fit(
             seed=seed,
             config=config,
             init_values=init_values,
+            chain_inits=chain_inits,
             coords=data.coords,
             dims=law_obj.param_dims,
             attrs=attrs,
@@ -208,8 +238,18 @@ def fit(
     idata.add_groups(constant_data=xr.Dataset.from_dataframe(
         data.obs_index.astype({c: str for c in data.obs_index.columns if data.obs_index[c].dtype == object})
         .rename_axis("obs_dim")))
-    diagnostics = check(fit_diagnostics(idata, law_obj), strict=strict, what=f"law {law!r}")
-    return FitResult(law_obj, data, idata, point, diagnostics, prior_values)
+    diagnostics, stacking = combined_diagnostics(idata, law_obj)
+    diagnostics = check(diagnostics, strict=strict, what=f"law {law!r}")
+    return FitResult(law_obj, data, idata, point, diagnostics, prior_values, stacking)
+
+
+def combined_diagnostics(idata: az.InferenceData, law: Law) -> tuple[Diagnostics, Stacking | None]:
+    """The fit's diagnostics, and its stacking when the posterior says the chains were combined so."""
+    diagnostics = fit_diagnostics(idata, law)
+    if idata.posterior.attrs.get("combine", "pooled") != "stacking":
+        return diagnostics, None
+    stacking = stack_chains(idata, diagnostic_vars(law))
+    return stacked_diagnostics(diagnostics, stacking), stacking
 
 
 def load_fit(path) -> FitResult:
@@ -238,5 +278,5 @@ def load_fit(path) -> FitResult:
     if missing:
         raise ValueError(f"{path} is not a bayesmix fit of law {attrs['law']!r}: its posterior lacks {missing}")
     data = LawData(arrays={}, y=np.empty(0), coords=coords, meta=meta, obs_index=pd.DataFrame())
-    diagnostics = fit_diagnostics(idata, law)
-    return FitResult(law, data, idata, point, diagnostics, priors)
+    diagnostics, stacking = combined_diagnostics(idata, law)
+    return FitResult(law, data, idata, point, diagnostics, priors, stacking)

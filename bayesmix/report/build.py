@@ -616,7 +616,7 @@ def report_from_fit(
     diagnostics = pd.DataFrame([{"part": "mixing law", "rhat_max": d.rhat_max, "ess_bulk_min": d.ess_bulk_min,
                                  "ess_tail_min": d.ess_tail_min, "divergences": d.divergences,
                                  "ebfmi_min": d.ebfmi_min, "treedepth_saturation": d.treedepth_saturation,
-                                 "ok": d.ok, "problems": "; ".join(d.problems)}])
+                                 "ok": d.ok, "problems": "; ".join(d.problems), "notes": "; ".join(d.notes)}])
     attrs = fit.idata.posterior.attrs
     meta = fit.data.meta
     target = f"{int(meta['size']):,} parameters, {int(meta['step']):,} steps" if "size" in meta else ""

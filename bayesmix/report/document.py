@@ -46,7 +46,8 @@ class Report:
     against predicted: :func:`bayesmix.pipeline.verify.target_truth`) with ``truth_note``, ``backtest`` (one row per stage
     replayed: :meth:`bayesmix.pipeline.discrepancy.Discrepancy.table`). ``diagnostics``: one row per fitted
     part (``part``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``,
-    ``divergences``, ``ok``, ``problems``). ``figures``: section -> embedded
+    ``divergences``, ``ok``, ``problems``, optional ``notes``: the mode of inference, e.g. chains
+    combined by stacking). ``figures``: section -> embedded
     figures. ``settings``: label -> value, in order. ``data_summary``: a small
     table describing the run table.
     """

@@ -189,6 +189,8 @@ def _diag_frame(diagnostics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out["status"] = ['<span class="good">ok</span>' if ok else '<span class="bad">FAILED</span>'
                      for ok in diagnostics["ok"].astype(bool)]
     out["problems"] = diagnostics["problems"].fillna("").astype(str)
+    if "notes" in diagnostics and diagnostics["notes"].fillna("").astype(bool).any():
+        out["mode of inference"] = diagnostics["notes"].fillna("").astype(str)  # e.g. chains combined by stacking
     return out, ["" for _ in range(len(out))]
 
 
