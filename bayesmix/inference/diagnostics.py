@@ -69,6 +69,13 @@ class Diagnostics:
         return dataclasses.asdict(self) | {"ok": self.ok}
 
 
+def worst(ds, fn) -> float:
+    """The worst value over every variable of an ArviZ result Dataset (``fn``: np.nanmax or np.nanmin);
+    NaN when no variable has a finite value."""
+    values = [float(fn(ds[v].to_numpy())) for v in ds.data_vars if np.isfinite(ds[v].to_numpy()).any()]
+    return float(fn(np.array(values))) if values else float("nan")
+
+
 def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = Thresholds()) -> Diagnostics:
     """Compute R-hat, bulk/tail ESS, divergences and E-BFMI; list what fails."""
     post = idata.posterior
@@ -77,10 +84,6 @@ def diagnose(idata: az.InferenceData, var_names=None, thresholds: Thresholds = T
     rhat = az.rhat(post, var_names=names)
     ess_bulk = az.ess(post, var_names=names, method="bulk")
     ess_tail = az.ess(post, var_names=names, method="tail")
-
-    def worst(ds, fn):
-        vals = [float(fn(ds[v].to_numpy())) for v in ds.data_vars if np.isfinite(ds[v].to_numpy()).any()]
-        return fn(np.array(vals)) if vals else float("nan")
 
     rhat_max = worst(rhat, np.nanmax)
     ess_bulk_min = worst(ess_bulk, np.nanmin)

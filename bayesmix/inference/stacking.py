@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from bayesmix.inference.diagnostics import Diagnostics
+from bayesmix.inference.diagnostics import Diagnostics, worst
 
 COMBINE_MODES = ("pooled", "stacking")
 CARRIED_SHARE = 0.9  # "the chains carrying 90% of the weight"
@@ -61,11 +61,6 @@ def split_halves(chain: xr.Dataset) -> xr.Dataset:
     return xr.concat([first, second], dim="chain").assign_coords(chain=[0, 1])
 
 
-def _worst(ds: xr.Dataset, fn) -> float:
-    values = [float(fn(ds[v].to_numpy())) for v in ds.data_vars if np.isfinite(ds[v].to_numpy()).any()]
-    return float(fn(np.array(values))) if values else float("nan")
-
-
 def chain_checks(idata: az.InferenceData, var_names, thresholds: ChainThresholds = ChainThresholds()) -> pd.DataFrame:
     """Each chain judged on its own: one row per chain (index ``chain``) with ``rhat_max``
     (split R-hat of its halves, worst variable), ``ess_bulk_min``, ``divergences``, ``ok``
@@ -77,8 +72,8 @@ def chain_checks(idata: az.InferenceData, var_names, thresholds: ChainThresholds
         halves = split_halves(post[list(var_names)].sel(chain=chain))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rhat = _worst(az.rhat(halves), np.nanmax)
-            ess = _worst(az.ess(halves, method="bulk"), np.nanmin)
+            rhat = worst(az.rhat(halves), np.nanmax)
+            ess = worst(az.ess(halves, method="bulk"), np.nanmin)
         divergences = int(stats["diverging"].sel(chain=chain).sum()) if stats is not None and "diverging" in stats else 0
         reasons = []
         if not rhat <= thresholds.rhat_max:
@@ -149,7 +144,9 @@ class Stacking:
         """The line the diagnostics print."""
         if not self.ok:
             return (f"chains do not mix, and each of the {len(self.checks)} chains fails its own checks, "
-                    "so stacking has nothing to combine: " + self._failures())
+                    "so stacking has nothing to combine: " + self._failures()
+                    + " (each chain drifts instead of sitting in a mode: longer chains, a larger max_tree_depth "
+                      "or a law with better-identified parameters is the remedy)")
         shown = ", ".join(f"chain {c}: {w:.2f}" for c, w in self.weights.sort_values(ascending=False).items() if w >= 0.005)
         line = (f"chains do not mix; combined by stacking (weights {shown}; {self.n_carrying} of "
                 f"{len(self.weights)} chains carry {CARRIED_SHARE:.0%} of the weight)")
