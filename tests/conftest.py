@@ -34,12 +34,14 @@ def anchors_dir() -> Path:
 MOCK_JITTER = 0.01  # relative spread of the mocked draws around the known parameters
 
 
-def mock_nuts(model, model_kwargs, *, seed, config, init_values=None, coords=None, dims=None, attrs=None):
+def mock_nuts(model, model_kwargs, *, seed, config, init_values=None, chain_inits=None, coords=None, dims=None,
+              attrs=None):
     """Stands in for :func:`bayesmix.inference.nuts.run_nuts` (same signature, same InferenceData groups)
     without sampling, in the manner of pymc-marketing's ``create_mock_fit``: the draws of every
     latent site are its known value (``init_values``: the point fit) times ``exp(MOCK_JITTER * z)``
     with z standard normal, and the deterministic sites, the log-likelihood and the posterior
-    predictive follow from the model itself (``numpyro.infer.Predictive``, ``log_likelihood``)."""
+    predictive follow from the model itself (``numpyro.infer.Predictive``, ``log_likelihood``).
+    With ``chain_inits`` (one dict per chain) chain c's draws centre on its own values."""
     import json
 
     import arviz as az
@@ -51,15 +53,17 @@ def mock_nuts(model, model_kwargs, *, seed, config, init_values=None, coords=Non
 
     from bayesmix import __version__
 
-    if init_values is None:
+    if init_values is None and chain_inits is None:
         raise ValueError("the mocked sampler needs known parameters (init_values)")
     chains, draws = config.num_chains, config.num_samples
     rng = np.random.default_rng(seed)
     with jax.enable_x64(True):
-        known = known_sites(model, model_kwargs, init_values, seed)
-        latent = {k: np.asarray(v, float)[None] * np.exp(MOCK_JITTER * rng.standard_normal((chains * draws,)
-                                                                                           + np.shape(v)))
-                  for k, v in known.items()}
+        per_chain_known = [known_sites(model, model_kwargs, values, seed)
+                           for values in (chain_inits or [init_values] * chains)]
+        latent = {k: np.concatenate([np.asarray(known[k], float)[None]
+                                     * np.exp(MOCK_JITTER * rng.standard_normal((draws,) + np.shape(known[k])))
+                                     for known in per_chain_known])
+                  for k in per_chain_known[0]}
         latent = {k: jnp.asarray(v) for k, v in latent.items()}
         sites = Predictive(model, posterior_samples=latent)(jax.random.PRNGKey(seed), **{**model_kwargs, "y": None})
         loglik = log_likelihood(model, latent, **model_kwargs)["obs"]
