@@ -104,6 +104,18 @@ def test_stacked_diagnostics_replace_the_pooled_gate_by_the_chains_own_checks():
     assert diagnostics.rhat_max == pooled.rhat_max  # kept, to show the chains disagree
 
 
+def test_chains_that_mix_get_equal_weights_not_a_random_winner():
+    idata = hand_built([np.zeros(30)] * 4, [0.0] * 4)  # four chains of one posterior, predicting alike
+    stacking = stack_chains(idata, ["theta"], mixed=True)
+    np.testing.assert_allclose(stacking.weights.to_numpy(), 0.25)
+    assert stacking.summary().startswith("chains mix (pooled R-hat passes), so stacking is not needed: equal "
+                                         "weights over the 4 chains")
+    drifting = hand_built([np.zeros(30)] * 3, [0.0] * 3, drift=[0.0, 0.0, 20.0])
+    partly = stack_chains(drifting, ["theta"], mixed=True)
+    np.testing.assert_allclose(partly.weights.to_numpy(), [0.5, 0.5, 0.0])
+    assert "weight 0 for chain 2 (split R-hat" in partly.summary()
+
+
 def test_split_halves_of_a_stationary_chain_pass_and_of_a_drifting_one_fail():
     idata = hand_built([np.zeros(5)] * 2, [0.0, 0.0], drift=[0.0, 20.0])
     checks = chain_checks(idata, ["theta"])
@@ -236,7 +248,9 @@ def test_a_stacked_fit_end_to_end_on_mocked_chains(tmp_path):
                      sampler=dict(num_chains=4, num_warmup=0, num_samples=200, progress_bar=False))
     assert result.stacking.ok and result.stacking.failed == []
     assert result.stacking.weights.sum() == pytest.approx(1.0)
-    assert result.diagnostics.ok and result.diagnostics.notes[0].startswith("chains do not mix; combined by stacking")
+    assert result.diagnostics.ok
+    assert result.diagnostics.notes[0].startswith("chains mix (pooled R-hat passes)")  # one optimum: equal weights
+    np.testing.assert_allclose(result.stacking.weights.to_numpy(), 0.25)
     assert result.posterior()["t"].shape[0] == 4 * 200
     assert np.isfinite(result.loo().elpd_loo)
     loaded = load_fit(result.save(tmp_path / "fit.nc"))

@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data.table import MIX_PREFIX, absent_domains, validate_runs
-from bayesmix.inference.diagnostics import Diagnostics, adequacy_problems, check, diagnose, loo_r2
+from bayesmix.inference.diagnostics import Diagnostics, Thresholds, adequacy_problems, check, diagnose, loo_r2
 from bayesmix.inference.nuts import SamplerConfig, load_idata, posterior_draws, run_nuts, save_idata
 from bayesmix.inference.stacking import COMBINE_MODES, Stacking, stack_chains, stacked_diagnostics, stacked_draws
 from bayesmix.laws import Law, LawData, get_law, resolve_priors
@@ -248,7 +248,8 @@ def combined_diagnostics(idata: az.InferenceData, law: Law) -> tuple[Diagnostics
     diagnostics = fit_diagnostics(idata, law)
     if idata.posterior.attrs.get("combine", "pooled") != "stacking":
         return diagnostics, None
-    stacking = stack_chains(idata, diagnostic_vars(law))
+    mixed = diagnostics.rhat_max <= Thresholds().rhat_max  # the chains agree: equal weights
+    stacking = stack_chains(idata, diagnostic_vars(law), mixed=bool(mixed))
     return stacked_diagnostics(diagnostics, stacking), stacking
 
 

@@ -17,6 +17,8 @@ A chain is used only when it passes its own checks: the split R-hat of its two
 halves and its bulk ESS on the checked variables (:class:`ChainThresholds`),
 and no divergent transition. A chain that fails gets weight 0 and is named; a
 stacked fit whose chains all fail has no sample to stand on and is a failed fit.
+When the chains do mix (the pooled R-hat passes) they sample one posterior, the
+stacking optimum is flat, and the passing chains get equal weights instead.
 
 Shapes: ``idata.posterior`` has dims (chain, draw, ...); weights are one per chain.
 """
@@ -122,6 +124,7 @@ class Stacking:
     checks: pd.DataFrame
     elpd: pd.Series
     loos: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    mixed: bool = False  # the chains agree (pooled R-hat passes): equal weights, stacking not needed
 
     def loo(self) -> az.ELPDData:
         """PSIS-LOO of the stacked predictive (:func:`stacked_loo`)."""
@@ -147,6 +150,10 @@ class Stacking:
                     "so stacking has nothing to combine: " + self._failures()
                     + " (each chain drifts instead of sitting in a mode: longer chains, a larger max_tree_depth "
                       "or a law with better-identified parameters is the remedy)")
+        if self.mixed:
+            line = (f"chains mix (pooled R-hat passes), so stacking is not needed: equal weights over the "
+                    f"{len(self.checks) - len(self.failed)} chains that pass their own checks")
+            return line + (f"; weight 0 for {self._failures()}" if self.failed else "")
         shown = ", ".join(f"chain {c}: {w:.2f}" for c, w in self.weights.sort_values(ascending=False).items() if w >= 0.005)
         line = (f"chains do not mix; combined by stacking (weights {shown}; {self.n_carrying} of "
                 f"{len(self.weights)} chains carry {CARRIED_SHARE:.0%} of the weight)")
@@ -156,23 +163,30 @@ class Stacking:
         return "; ".join(f"chain {c} ({self.checks.loc[c, 'reason']})" for c in self.failed)
 
     def to_dict(self) -> dict:
-        return {"weights": {int(k): float(v) for k, v in self.weights.items()},
+        return {"weights": {int(k): float(v) for k, v in self.weights.items()}, "mixed": self.mixed,
                 "n_carrying": self.n_carrying, "failed": self.failed, "ok": self.ok,
                 "checks": {int(c): {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                            for c, row in self.checks.iterrows()},
                 "elpd": {int(k): float(v) for k, v in self.elpd.items()}}
 
 
-def stack_chains(idata: az.InferenceData, var_names, thresholds: ChainThresholds = ChainThresholds()) -> Stacking:
-    """Judge every chain on its own, then stack the chains that pass by their PSIS-LOO densities."""
+def stack_chains(idata: az.InferenceData, var_names, thresholds: ChainThresholds = ChainThresholds(), *,
+                 mixed: bool = False) -> Stacking:
+    """Judge every chain on its own, then stack the chains that pass by their PSIS-LOO densities.
+
+    With ``mixed`` (the chains agree: the pooled R-hat passes) the passing chains get equal
+    weights instead. Chains that sample one posterior predict alike, so the stacking optimum
+    is flat and its optimiser would put all the weight on one chain at random, throwing the
+    other chains' draws away."""
     checks = chain_checks(idata, var_names, thresholds)
     passing = [int(c) for c in checks.index[checks["ok"].astype(bool)]]
     loos = chain_loo(idata)
     elpd = pd.Series({c: float(loo.elpd_loo) for c, loo in loos.items()}, name="elpd_loo")
     weights = pd.Series(0.0, index=checks.index, name="weight")
     if passing:
-        weights.loc[passing] = stacking_weights({c: loos[c] for c in passing}).to_numpy()
-    return Stacking(weights, checks, elpd, loos)
+        weights.loc[passing] = (np.full(len(passing), 1.0 / len(passing)) if mixed
+                                else stacking_weights({c: loos[c] for c in passing}).to_numpy())
+    return Stacking(weights, checks, elpd, loos, mixed)
 
 
 def allocate_draws(weights, n_per_chain: int) -> list[np.ndarray]:
