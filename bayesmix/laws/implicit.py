@@ -116,7 +116,9 @@ from bayesmix.laws.overall import OverallMixtureLaw
 from bayesmix.laws.pointfit import multistart_fit
 from bayesmix.laws.powerlaw import likelihood
 
-DEFAULT_LATENT = 30
+DEFAULT_LATENT = 30  # the paper's K. On RegMix's Pile-CC (split 0, 8 chains), PSIS-LOO elpd is 980 / 1200 / 1251
+# for K = 5 / 10 / 30, and held-out MAE is 0.036 / 0.028 / 0.028 (benchmarks/bench_stacking.py --splits 0
+# --latent 5,10,30). Those chains do not converge, so the ranking is indicative, not certified.
 
 
 def implicit_mean(r_centered, level, floor, weight, t):
