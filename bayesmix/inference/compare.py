@@ -29,6 +29,7 @@ from scipy import stats
 
 from bayesmix.data.table import validate_runs
 from bayesmix.inference.fit import FitResult, fit
+from bayesmix.inference.stacking import predictive_loo
 from bayesmix.laws.mixtures import mix_columns
 
 PARETO_K_MAX = 0.7
@@ -63,7 +64,7 @@ def loo_table(fits: Mapping[str, FitResult]) -> pd.DataFrame:
     for name, result in fits.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # arviz's own k warning is replaced by ours, with the counts
-            loos[name] = result.loo()
+            loos[name] = predictive_loo(result.idata, getattr(result, "stacking", None))
         bad[name] = int(np.sum(np.asarray(loos[name].pareto_k) > PARETO_K_MAX))
     for name, count in bad.items():
         if count:

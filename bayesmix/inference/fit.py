@@ -26,7 +26,14 @@ import xarray as xr
 from bayesmix.data.table import MIX_PREFIX, absent_domains, validate_runs
 from bayesmix.inference.diagnostics import Diagnostics, Thresholds, adequacy_problems, check, diagnose, loo_r2
 from bayesmix.inference.nuts import SamplerConfig, load_idata, posterior_draws, run_nuts, save_idata
-from bayesmix.inference.stacking import COMBINE_MODES, Stacking, stack_chains, stacked_diagnostics, stacked_draws
+from bayesmix.inference.stacking import (
+    COMBINE_MODES,
+    Stacking,
+    predictive_loo,
+    stack_chains,
+    stacked_diagnostics,
+    stacked_draws,
+)
 from bayesmix.laws import Law, LawData, get_law, resolve_priors
 from bayesmix.data.io import atomic_path, jsonable
 
@@ -56,9 +63,7 @@ class FitResult:
 
     def loo(self) -> az.ELPDData:
         """PSIS-LOO of the fit's predictive (pointwise; a stacked fit's is the stacked mixture's)."""
-        if self.stacking is not None and self.stacking.ok:
-            return self.stacking.loo()
-        return az.loo(self.idata, pointwise=True, var_name="obs")
+        return predictive_loo(self.idata, self.stacking)
 
     def predict(self, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
                 seed: int = 0, **inputs):

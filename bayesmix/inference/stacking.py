@@ -231,6 +231,14 @@ def stacked_diagnostics(pooled: Diagnostics, stacking: Stacking) -> Diagnostics:
     return dataclasses.replace(pooled, problems=problems, notes=pooled.notes + notes, stacking=stacking.to_dict())
 
 
+def predictive_loo(idata: az.InferenceData, stacking: Stacking | None = None) -> az.ELPDData:
+    """PSIS-LOO of a fit's predictive: the stacked mixture's when ``stacking`` worked, else the
+    pooled chains' (``arviz.loo`` on site ``obs``, pointwise)."""
+    if stacking is not None and stacking.ok:
+        return stacking.loo()
+    return az.loo(idata, pointwise=True, var_name="obs")
+
+
 def stacked_loo(loos: dict, weights) -> az.ELPDData:
     """PSIS-LOO of the stacked mixture: ``elpd_i = log sum_k w_k p(y_i | y_-i, chain k)``.
 
