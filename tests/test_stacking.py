@@ -255,3 +255,16 @@ def test_a_stacked_fit_end_to_end_on_mocked_chains(tmp_path):
     assert np.isfinite(result.loo().elpd_loo)
     loaded = load_fit(result.save(tmp_path / "fit.nc"))
     pd.testing.assert_series_equal(loaded.stacking.weights, result.stacking.weights)
+
+
+def test_stacked_diagnostics_keep_the_laws_adequacy_problem():
+    import dataclasses
+
+    from bayesmix.inference.diagnostics import adequacy_problems
+
+    idata = hand_built(two_modes(20, 20, 1.0, 0.05), [-3.0, 3.0])
+    r2 = {"val": -0.2}
+    pooled = diagnose(idata, ["theta"])
+    pooled = dataclasses.replace(pooled, loo_r2=r2, problems=pooled.problems + adequacy_problems(r2))
+    diagnostics = stacked_diagnostics(pooled, stack_chains(idata, ["theta"]))
+    assert diagnostics.problems == adequacy_problems(r2)

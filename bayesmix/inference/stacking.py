@@ -35,7 +35,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from bayesmix.inference.diagnostics import Diagnostics, worst
+from bayesmix.inference.diagnostics import Diagnostics, adequacy_problems, worst
 
 COMBINE_MODES = ("pooled", "stacking")
 CARRIED_SHARE = 0.9  # "the chains carrying 90% of the weight"
@@ -224,8 +224,7 @@ def stacked_diagnostics(pooled: Diagnostics, stacking: Stacking) -> Diagnostics:
     failed chain is left out with weight 0). The stacking line is a note when some chain
     passes, and the one convergence problem when none does; other problems (the law's
     adequacy) are kept."""
-    sampler_problems = ("R-hat ", "bulk ESS ", "tail ESS ", "divergent transitions", "E-BFMI ")
-    kept = tuple(p for p in pooled.problems if not any(key in p for key in sampler_problems))
+    kept = adequacy_problems(pooled.loo_r2 or {})  # the only problems fit_diagnostics adds to the sampler's
     problems = kept if stacking.ok else (stacking.summary(), *kept)
     notes = (stacking.summary(),) if stacking.ok else ()
     return dataclasses.replace(pooled, problems=problems, notes=pooled.notes + notes, stacking=stacking.to_dict())
