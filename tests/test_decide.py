@@ -11,6 +11,7 @@ import xarray as xr
 
 from bayesmix.decide import decisions as decide
 from bayesmix.decide.simplex import SimplexBounds
+from bayesmix.decide.support import hull_distance
 
 
 def labelled(values: np.ndarray, mixtures: list[str], evals: list[str]) -> xr.DataArray:
@@ -169,3 +170,34 @@ def test_optimum_at_a_corner_is_reached_by_refinement():
         best = decide.optimum(quadratic_loss(np.array([1.5, -0.3, -0.2])), ["a", "b", "c"], n_candidates=64, seed=3)
     np.testing.assert_allclose(best.mixture.to_numpy(), [1.0, 0.0, 0.0], atol=1e-6)
     assert best.moved and best.feasible
+
+
+# ---------------------------------------------------------------- the optimum over the tried mixtures' hull
+
+HULL_DOMAINS = ["a", "b", "c", "d"]
+PAIRS = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5]])
+HULL_TARGET = np.array([0.5, 0.0, 0.0, 0.5])  # outside the hull (x0 + x3 = 1; the hull holds 0.5)
+
+
+def hull_bowl(r):
+    """Squared distance to HULL_TARGET: (1 draw, n)."""
+    return jnp.sum((r - jnp.asarray(HULL_TARGET)) ** 2, axis=-1)[None, :]
+
+
+def test_hull_optimum_is_the_projection_of_an_outside_minimum_onto_the_hull():
+    with jax.enable_x64(True):
+        free = decide.optimum(hull_bowl, HULL_DOMAINS, seed=0)
+        inside = decide.hull_optimum(hull_bowl, HULL_DOMAINS, PAIRS, seed=0)
+    # negative control: over the simplex the optimum is the target itself, outside the hull
+    np.testing.assert_allclose(free.mixture.to_numpy(), HULL_TARGET, atol=1e-3)
+    assert hull_distance(free.mixture.to_numpy(), PAIRS)[0] > 0.49
+    # over the hull: the Euclidean projection of the target onto the plane x0 + x3 = 0.5, the uniform mixture
+    np.testing.assert_allclose(inside.mixture.to_numpy(), [0.25] * 4, atol=1e-3)
+    np.testing.assert_allclose(inside.value, 0.25, atol=1e-5)
+    assert inside.feasible and inside.mixture.index.tolist() == HULL_DOMAINS
+    assert hull_distance(inside.mixture.to_numpy(), PAIRS)[0] < 1e-6
+
+
+def test_hull_optimum_rejects_tried_mixtures_of_the_wrong_width():
+    with pytest.raises(ValueError, match=r"tried must have shape \(k >= 1, 4\)"):
+        decide.hull_optimum(hull_bowl, HULL_DOMAINS, PAIRS[:, :3])

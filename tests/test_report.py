@@ -376,3 +376,32 @@ def test_a_mixture_outside_the_trust_region_is_flagged_and_not_recommended():
     assert "(outside)" in rh.render_html(report)
     report.trust_region = False  # overridable
     assert report.best["mixture"] == "face"
+
+
+def test_a_joint_corner_inside_every_tried_range_is_flagged_by_the_hull_and_not_recommended():
+    """Each share of the corner lies inside the tried range, but no weighting of the tried
+    mixtures gives it (domains b and c cut to zero together): the hull names it."""
+    domains = ["a", "b", "c", "d"]
+    cols = [f"mix.{d}" for d in domains]
+    pairs = [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5],
+             [0.25, 0.25, 0.25, 0.25]]
+    named = pd.DataFrame(pairs, columns=cols).assign(mixture=[f"m{i}" for i in range(5)],
+                                                     name=["ab", "cd", "ac", "bd", "uniform"])
+    corner = pd.DataFrame({"mixture": ["corner"], "source": ["given"], **{c: [v] for c, v in
+                                                                          zip(cols, [0.5, 0.0, 0.0, 0.5])}})
+
+    def predict_draws(mixtures):  # the corner is predicted lowest, "ab" next
+        rng = np.random.default_rng(0)
+        mean = np.where(mixtures["mixture"] == "corner", 2.0, 3.0 - mixtures["mix.b"].to_numpy())
+        draws = draws_of(mixtures["mixture"], mean + 0.01 * rng.standard_normal((200, len(mixtures))))
+        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
+
+    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[4], predict_draws, candidates=corner,
+                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
+    report = rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5,
+                       diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+    top = report.ranking.iloc[0]
+    assert top["mixture"] == "corner" and top["outside_range"] == "" and not top["inside_support"]
+    assert top["hull_distance"] == pytest.approx(0.5)
+    assert report.best["mixture"] in {"ab", "bd"}
+    assert "no weighting of the tried mixtures gives it (total-variation distance 0.50" in report.outside_note

@@ -34,3 +34,38 @@ def test_outside_range_names_domains_cut_below_or_raised_above_every_tried_share
     assert beyond.tolist() == [[False, False, False], [True, False, True], [False, False, False]]
     # a face the tried mixtures never reach: domain 0 cut to zero, below its smallest tried share 0.5
     assert outside_range(np.array([[0.0, 0.5, 0.5]]), TRIED)[0, 0]
+
+
+# four domains, each tried share in [0, 0.5]; every tried mixture has x0 + x3 = 0.5
+PAIRS = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5]])
+CORNER = np.array([[0.5, 0.0, 0.0, 0.5]])  # each share in range, domains 1 and 2 cut to 0 together
+
+
+def test_hull_distance_is_zero_inside_and_exact_outside():
+    from bayesmix.decide.support import hull_distance
+
+    # inside: a tried mixture, a midpoint, and (0.6, 0.2, 0.2) = 0.2 row 0 + 0.8 row 2
+    np.testing.assert_allclose(hull_distance(np.array([[1.0, 0, 0], [0.75, 0.25, 0], [0.6, 0.2, 0.2]]), TRIED),
+                               0.0, atol=1e-9)
+    # TV((0, 0, 1), x) = 1 - x_2 and the hull's largest x_2 is 0.25
+    np.testing.assert_allclose(hull_distance(np.array([[0.0, 0.0, 1.0]]), TRIED), [0.75])
+    # the joint corner: x0 + x3 = 1 where the hull holds 0.5, so TV >= 0.5, reached at the uniform mixture
+    np.testing.assert_allclose(hull_distance(CORNER, PAIRS), [0.5])
+
+
+def test_a_joint_corner_inside_every_range_and_the_radius_is_outside_the_trust_region():
+    from bayesmix.decide.support import outside_range, support_table
+
+    assert not outside_range(CORNER, PAIRS).any()  # the range rule cannot see it
+    assert support_distance(CORNER, PAIRS)[0] <= trust_radius(PAIRS)  # nor the radius
+    table = support_table(np.vstack([CORNER, [[0.25, 0.25, 0.25, 0.25]]]), PAIRS, ["a", "b", "c", "d"])
+    assert table["inside_support"].tolist() == [False, True]
+    assert table["outside_range"].tolist() == ["", ""]
+    np.testing.assert_allclose(table["hull_distance"], [0.5, 0.0], atol=1e-9)
+
+
+def test_hull_distance_rejects_mismatched_domains():
+    from bayesmix.decide.support import hull_distance
+
+    with pytest.raises(ValueError, match="candidates have 3 domains, the tried mixtures 4"):
+        hull_distance(TRIED, PAIRS)

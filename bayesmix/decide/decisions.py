@@ -168,6 +168,33 @@ def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | No
                    bool(bounds.is_feasible(r[None])[0]))
 
 
+def hull_optimum(loss_fn: Callable, domains: list[str], tried: np.ndarray, *, stat: str = "mean", q: float = 0.9,
+                 n_candidates: int = 2048, n_refine: int = 8, steps: int = 200, lr: float = 0.02,
+                 seed: int = 0) -> Optimum:
+    """Minimise ``stat`` of the predicted loss over the convex hull of the tried mixtures
+    (k, M), the trust region's interpolation part (:mod:`bayesmix.decide.support`).
+
+    The hull is parameterised by weights on the tried mixtures, ``r = lambda^T tried`` with
+    lambda on the k-simplex, and :func:`optimum` searches lambda (Dirichlet(1) starts, projected
+    Adam); every point it visits is a mixture inside the hull. The returned mixture and start
+    are in ``domains``. Run inside ``jax.enable_x64(True)`` for float64.
+    """
+    tried = np.atleast_2d(np.asarray(tried, float))
+    if tried.ndim != 2 or tried.shape[1] != len(domains) or len(tried) == 0:
+        raise ValueError(f"tried must have shape (k >= 1, {len(domains)}), got {tried.shape}")
+    vertices = jnp.asarray(tried)
+    weights = [f"tried{i}" for i in range(len(tried))]
+    best = optimum(lambda lam: loss_fn(lam @ vertices), weights, stat=stat, q=q, n_candidates=n_candidates,
+                   n_refine=n_refine, steps=steps, lr=lr, seed=seed)
+
+    def mixture(lam: pd.Series) -> pd.Series:
+        return pd.Series(lam.to_numpy() @ tried, index=domains, name="proportion")
+
+    r = mixture(best.mixture)
+    feasible = bool(np.all(r >= -1e-12) and abs(r.sum() - 1.0) < 1e-9 and best.feasible)
+    return Optimum(r, best.value, mixture(best.start), best.start_value, best.moved, feasible)
+
+
 # ---------------------------------------------------------------- compute multiplier
 
 
@@ -283,6 +310,14 @@ def predicted_optimum(result, *, bounds: SimplexBounds | None = None, stat: str 
         table = table.merge(beats[["mixture", "prob_beats", "gain_mean", "gain_lower", "gain_upper"]],
                             on="mixture", how="left")
     return best, table
+
+
+def predicted_hull_optimum(result, *, stat: str = "mean", q: float = 0.9, seed: int = 0, **options) -> Optimum:
+    """The optimum of a pipeline's predicted target-scale loss over the convex hull of the
+    mixtures its mixing law saw (:func:`hull_optimum`; ``options`` go to it)."""
+    tried = result.observed_mixtures()[[MIX_PREFIX + d for d in result.domains]].drop_duplicates().to_numpy(float)
+    with jax.enable_x64(True):
+        return hull_optimum(result.loss_fn(seed=seed), result.domains, tried, stat=stat, q=q, seed=seed, **options)
 
 
 def effective_compute_multiplier(result, mixture, baseline: str, *, eval: str | None = None,

@@ -13,12 +13,24 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
   gave it). A domain cut below every tried share (to zero, on a face of the simplex) is an
   extrapolation no distance shows: a domain left out of training can get worse as training
   goes on, which no run near the candidate has seen.
+* ``hull_distance(r, tried)``: each candidate's distance to the convex hull of the tried
+  mixtures, ``min_{lambda in simplex} d(r, lambda^T tried)``, a linear programme. Zero means
+  some weighting of the tried mixtures gives the candidate, so the law interpolates there.
+  A candidate inside every domain's range can still lie outside the hull: three domains
+  each cut to 1-2% is a corner when no tried mixture cut them *together* (each share on
+  its own is in range, the combination is not). Every share of a point in the hull lies
+  in the tried range, so the hull rule contains the range rule; the range rule stays to
+  name the domains.
+
+The trust region (``inside_support``) is: within the trust radius of a tried mixture and
+inside their convex hull (within ``HULL_TOLERANCE``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linprog
 
 
 def total_variation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,16 +69,48 @@ def outside_range(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
     return (candidates < lo - RANGE_TOLERANCE) | (candidates > hi + RANGE_TOLERANCE)
 
 
+HULL_TOLERANCE = 1e-6
+
+
+def hull_distance(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
+    """Total-variation distance of each candidate (n, M) to the convex hull of the tried
+    mixtures (k, M): (n,).
+
+    Per candidate r, the linear programme over weights lambda (k,) and slacks u (M,)
+
+        min 0.5 sum_j u_j   s.t.  -u <= r - tried^T lambda <= u,  lambda >= 0,  sum lambda = 1
+
+    (scipy's HiGHS), whose optimum is ``min_lambda 0.5 ||r - tried^T lambda||_1``."""
+    candidates, tried = np.atleast_2d(np.asarray(candidates, float)), np.atleast_2d(np.asarray(tried, float))
+    k, M = tried.shape
+    if candidates.shape[1] != M:
+        raise ValueError(f"candidates have {candidates.shape[1]} domains, the tried mixtures {M}")
+    cost = np.r_[np.zeros(k), np.full(M, 0.5)]
+    a_ub = np.block([[tried.T, -np.eye(M)], [-tried.T, -np.eye(M)]])
+    a_eq = np.r_[np.ones(k), np.zeros(M)][None, :]
+    out = np.empty(len(candidates))
+    for i, r in enumerate(candidates):
+        res = linprog(cost, A_ub=a_ub, b_ub=np.r_[r, -r], A_eq=a_eq, b_eq=[1.0], bounds=(0, None), method="highs")
+        if res.status != 0:
+            raise RuntimeError(f"the hull-distance programme failed for candidate {i}: {res.message}")
+        out[i] = max(float(res.fun), 0.0)
+    return out
+
+
 def support_table(candidates: np.ndarray, tried: np.ndarray, domains) -> pd.DataFrame:
     """Per candidate (n, M): ``distance`` to the nearest tried mixture (k >= 2, M), the domains
-    ``outside_range`` (comma-separated) and ``inside_support``: within the trust radius and
-    every share inside the tried range. The table's ``attrs["trust_radius"]`` holds the radius."""
+    ``outside_range`` (comma-separated), ``hull_distance`` and ``inside_support``: within the
+    trust radius and inside the tried mixtures' convex hull (which puts every share inside the
+    tried range). The table's ``attrs["trust_radius"]`` holds the radius."""
     candidates = np.atleast_2d(np.asarray(candidates, float))
     radius = trust_radius(tried)
     distance = support_distance(candidates, tried)
     beyond = outside_range(candidates, tried)
+    hull = hull_distance(candidates, tried)
     table = pd.DataFrame({"distance": distance,
                           "outside_range": [", ".join(d for d, b in zip(domains, row) if b) for row in beyond],
-                          "inside_support": (distance <= radius + 1e-9) & ~beyond.any(axis=1)})
+                          "hull_distance": hull,
+                          "inside_support": (distance <= radius + 1e-9) & ~beyond.any(axis=1)
+                          & (hull <= HULL_TOLERANCE)})
     table.attrs["trust_radius"] = radius
     return table

@@ -428,17 +428,27 @@ def missing_sections(plan) -> dict[str, str]:
     return missing
 
 
+HULL_OPTIMUM = "optimum-in-hull"
+
+
 def with_optimum(result, candidates: pd.DataFrame | None, *, seed: int) -> tuple[pd.DataFrame, str]:
-    """``candidates`` plus the pipeline's predicted optimum over the simplex, and how it was found."""
-    from bayesmix.decide.decisions import predicted_optimum
+    """``candidates`` plus the pipeline's predicted optimum over the simplex ("optimum") and
+    over the convex hull of the mixtures the mixing law saw (:data:`HULL_OPTIMUM`,
+    :func:`bayesmix.decide.decisions.predicted_hull_optimum`), and how they were found."""
+    from bayesmix.decide.decisions import predicted_hull_optimum, predicted_optimum
 
     best, _ = predicted_optimum(result, seed=seed)
-    row = pd.DataFrame([{"mixture": "optimum", "source": "optimum",
-                         **{MIX_PREFIX + d: float(best.mixture[d]) for d in result.domains}}])
-    candidates = row if candidates is None else pd.concat([candidates, row], ignore_index=True)
-    return candidates, (f"projected-Adam refinement of the posterior mean over the simplex "
-                        f"({'moved from its start' if best.moved else 'at its start'}, "
-                        f"{'feasible' if best.feasible else 'INFEASIBLE'})")
+    inside = predicted_hull_optimum(result, seed=seed)
+    rows = pd.DataFrame([{"mixture": name, "source": "optimum", **{MIX_PREFIX + d: float(o.mixture[d])
+                                                                   for d in result.domains}}
+                         for name, o in (("optimum", best), (HULL_OPTIMUM, inside))])
+    candidates = rows if candidates is None else pd.concat([candidates, rows], ignore_index=True)
+
+    def how(o) -> str:
+        return f"{'moved from its start' if o.moved else 'at its start'}, {'feasible' if o.feasible else 'INFEASIBLE'}"
+
+    return candidates, (f"projected-Adam refinement of the posterior mean over the simplex ({how(best)}); "
+                        f"{HULL_OPTIMUM}: the same over the convex hull of the tried mixtures ({how(inside)})")
 
 
 def add_multiplier(report: Report, result, named: pd.DataFrame, *, n: int, prob: float) -> None:

@@ -8,6 +8,8 @@ import datetime as _dt
 
 import pandas as pd
 
+from bayesmix.decide.support import HULL_TOLERANCE
+
 
 
 SECTIONS = ("recommendation", "truth", "ranking", "capabilities", "multiplier", "budget", "suggestions",
@@ -114,6 +116,10 @@ class Report:
         if str(row.get("outside_range", "") or ""):
             reasons.append(f"its share of {row['outside_range']} lies outside the range the tried mixtures span "
                            "(a domain cut below every tried share can get worse with training, which no run saw)")
+        elif float(row.get("hull_distance", 0.0) or 0.0) > HULL_TOLERANCE:
+            reasons.append(f"no weighting of the tried mixtures gives it (total-variation distance "
+                           f"{row['hull_distance']:.2f} to their convex hull): its shares are each inside the tried "
+                           "range, but no tried mixture combines them, e.g. several domains cut low together")
         return "; ".join(reasons) or "outside the trust region"
 
     @property
