@@ -198,12 +198,17 @@ def run_rounds(campaign, live: int, settings: DemoSettings, log: Callable[[str],
 
 def verify_recommended(report, result, truth, *, baseline: str, settings: DemoSettings, workdir: Path,
                        progress, verifier, seed: int, log: Callable[[str], None]) -> None:
-    """Train the recommended mixture and the baseline at the target scale and add the check
-    of the predictions against them to ``report``."""
+    """Train the baseline, the recommended mixture and (when the confidence rule kept the
+    baseline instead) the best-ranked mixture in the trust region at the target scale, and add
+    the check of the predictions against them to ``report``."""
     from bayesmix.report.build import add_truth
 
-    chosen = {"verify-recommended": report.best, f"verify-{baseline}": report.ranking.set_index(
-        report.ranking["mixture"].astype(str)).loc[report.baseline]}
+    rows = report.ranking.set_index(report.ranking["mixture"].astype(str))
+    chosen = {f"verify-{baseline}": rows.loc[report.baseline]}
+    if str(report.best["mixture"]) != report.baseline:
+        chosen["verify-recommended"] = report.best
+    if str(report.trusted["mixture"]) not in {str(report.best["mixture"]), report.baseline}:
+        chosen["verify-best-ranked"] = report.trusted  # the claim the confidence rule declined
     mixtures = {name: {c[len(MIX_PREFIX):]: float(row[c]) for c in mix_columns(report.ranking)}
                 for name, row in chosen.items()}
     log(f"verifying: training {', '.join(mixtures)} at the target scale")

@@ -302,6 +302,7 @@ def _already_passing():
         ("report-top-0", "report FIT --out r.html --top 0", "--top must be at least 1"),
         ("report-random-negative", "report FIT --out r.html --random -1", "--random must be non-negative"),
         ("report-prob-1", "report FIT --out r.html --prob 1", "--prob must lie in (0, 1)"),
+        ("report-confidence-1", "report FIT --out r.html --confidence 1", "--confidence must lie in [0, 1)"),
         ("report-missing-fit", "report missing.nc --out r.html", "no fit at missing.nc"),
         ("report-baseline-unknown", "report FIT --out r.html --baseline nonesuch --random 5", "unknown baseline"),
         ("report-candidates-missing", "report FIT --out r.html --candidates missing.csv", "no such file"),

@@ -157,13 +157,17 @@ def test_live_round_adds_the_suggested_mixtures_and_refits(tmp_path):
     lines = []
     paths = demo.run_demo(tmp_path / "out", live=1, seed=0, settings=settings, runs=runs, progress=False,
                           log=lines.append, runner=runner, verify=True, verifier=verifier)
-    assert len(verified) == 1 and set(verified[0]) == {"verify-recommended", "verify-uniform"}
+    # the baseline always; the recommendation when it is not the baseline; the best-ranked mixture of
+    # the trust region when the confidence rule declined it
+    assert len(verified) == 1 and "verify-uniform" in verified[0]
+    assert set(verified[0]) - {"verify-uniform"} in ({"verify-recommended"}, {"verify-best-ranked"},
+                                                      {"verify-recommended", "verify-best-ranked"})
     np.testing.assert_allclose(list(verified[0]["verify-uniform"].values()), 0.2)
     text = paths["report"].read_text(encoding="utf-8")
-    assert "verify-recommended@1.2M" in text and "Checked against real target-scale runs" in text
-    assert any(line.startswith("checked against real target-scale runs: 2 of 2") or
-               line.startswith("checked against real target-scale runs: 1 of 2") or
-               line.startswith("checked against real target-scale runs: 0 of 2") for line in lines)
+    assert all(f"{name}@1.2M" in text for name in verified[0]) and "Checked against real target-scale runs" in text
+    n = len(verified[0])
+    assert any(line.startswith(f"checked against real target-scale runs: {k} of {n}") for k in range(n + 1)
+               for line in lines)
     assert [c[0] for c in calls] == [["r0-next1", "r0-next2"]] and calls[0][1].shape == (2, 5)
     np.testing.assert_allclose(calls[0][1].sum(axis=1), 1.0, atol=1e-9)
     table = pd.read_parquet(paths["runs"])

@@ -405,3 +405,52 @@ def test_a_joint_corner_inside_every_tried_range_is_flagged_by_the_hull_and_not_
     assert top["hull_distance"] == pytest.approx(0.5)
     assert report.best["mixture"] in {"ab", "bd"}
     assert "no weighting of the tried mixtures gives it (total-variation distance 0.50" in report.outside_note
+
+
+def _confidence_report(confidence: float = 0.9) -> rd.Report:
+    """Three tried mixtures, all inside the trust region: "bold" has the lowest mean but beats the
+    baseline "uniform" in 3 of 4 joint draws; "safe" is a little better than it in every draw."""
+    domains = ["code", "web", "books"]
+    named = pd.DataFrame({"mixture": ["m0", "m1", "m2"], "name": ["uniform", "bold", "safe"],
+                          "mix.code": [1 / 3, 0.5, 0.4], "mix.web": [1 / 3, 0.3, 0.3],
+                          "mix.books": [1 / 3, 0.2, 0.3]})
+    base = np.array([2.0, 2.0, 2.0, 2.0])
+    values = {"uniform": base, "bold": base + np.array([-0.4, -0.4, -0.4, 0.2]), "safe": base - 0.01}
+
+    def predict_draws(mixtures):
+        cols = [f"mix.{d}" for d in domains]
+        draws = draws_of(mixtures["mixture"], np.stack([values.get(m, base + 1.0) for m in mixtures["mixture"]], 1))
+        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
+
+    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[0], predict_draws, candidates=None,
+                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
+    return rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5, confidence=confidence,
+                     diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+
+
+def test_a_mixture_is_recommended_only_when_it_beats_the_baseline_with_the_set_confidence():
+    report = _confidence_report()
+    assert report.ranking["mixture"].iloc[0] == "bold" and report.trusted["mixture"] == "bold"
+    assert report.ranking.set_index("mixture").loc["bold", "p_beat"] == 0.75
+    assert report.best["mixture"] == "safe"  # P = 1: the best-ranked mixture that reaches 90%
+    assert report.confidence_note == ("bold ranks best inside the trust region (1.7500) but beats the baseline "
+                                      "uniform with probability 0.75, below the 90% a change of mixture needs: "
+                                      "safe is the best-ranked mixture that reaches it.")
+    assert report.confidence_note in rh.render_html(report)
+    # at 0.75 the bold mixture is confident enough; at 0 the rule is off
+    assert _confidence_report(0.75).best["mixture"] == "bold" and _confidence_report(0.75).confidence_note == ""
+    assert _confidence_report(0.0).best["mixture"] == "bold"
+
+
+def test_the_baseline_stays_recommended_when_no_mixture_beats_it_with_confidence():
+    report = _confidence_report()
+    report.ranking = report.ranking[report.ranking["mixture"] != "safe"].reset_index(drop=True)
+    assert report.best["mixture"] == "uniform"
+    assert report.confidence_note.endswith("so the recommendation stays with the baseline; the suggested runs are "
+                                           "the ones that can tell.")
+    assert "which is the baseline itself." in rh.render_html(report)
+
+
+def test_confidence_outside_the_unit_interval_is_refused():
+    with pytest.raises(ValueError, match=r"confidence must lie in \[0, 1\), got 1.0"):
+        _confidence_report(1.0)

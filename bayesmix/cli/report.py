@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rank-by", default="mean", choices=CRITERIA,
                    help="criterion of the recommendation: posterior mean, P(beats baseline), 90th percentile or "
                         "CVaR (default mean; every criterion is shown)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="P(beats baseline) a mixture needs to be recommended instead of the baseline (default 0.9; "
+                        "0 recommends the best-ranked mixture whatever its probability)")
     p.add_argument("--top", type=int, default=8, help="candidates listed (default 8)")
     p.add_argument("--prob", type=float, default=0.9, help="credible interval mass (default 0.9)")
     p.add_argument("--title", default="bayesmix: which data mixture to train on", help="report title")
@@ -63,6 +66,8 @@ def run(args) -> int:
         raise ValueError(f"--random must be non-negative, got {args.n_random}")
     if not 0 < args.prob < 1:
         raise ValueError(f"--prob must lie in (0, 1), got {args.prob}")
+    if not 0 <= args.confidence < 1:
+        raise ValueError(f"--confidence must lie in [0, 1), got {args.confidence}")
     inputs = [args.fit, args.candidates, args.suggestions, args.runs]
     out = check_output(args.out, suffixes=HTML_SUFFIXES, inputs=inputs, what="report")
     if args.pdf:
@@ -76,7 +81,7 @@ def run(args) -> int:
     report = build(
         fit, **extra, baseline=args.baseline, candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
         suggestions=read_rows(args.suggestions, "suggestions table") if args.suggestions else None, n_random=args.n_random,
-        rank_by=args.rank_by, top=args.top, prob=args.prob, seed=args.seed, title=args.title,
+        rank_by=args.rank_by, confidence=args.confidence, top=args.top, prob=args.prob, seed=args.seed, title=args.title,
         settings={"pipeline folder" if pipeline else "fit file": args.fit})
     path = write_report(report, args.out, pdf=args.pdf)
     best = report.best

@@ -478,6 +478,7 @@ def report_from_pipeline(
     optimum: bool = True,
     n_multiplier: int = 3,
     rank_by: str = "mean",
+    confidence: float = 0.9,
     prob: float = 0.9,
     top: int = 8,
     seed: int = 0,
@@ -496,7 +497,8 @@ def report_from_pipeline(
     upper[, prob_above_1]) is given. ``budget`` (the pipeline's
     :class:`~bayesmix.pipeline.budget.ErrorBudget` or a table) and ``suggestions`` (the
     next runs; ``acquisition`` holds the acquisition value of every candidate for
-    the landscape figure) are shown when given. ``runs``: the run table, for the
+    the landscape figure) are shown when given. ``confidence``: the P(beats baseline) a
+    mixture needs to be recommended instead of the baseline (:attr:`Report.best`). ``runs``: the run table, for the
     data summary. ``truth``: held-out runs at the target scale (a run table, never
     fitted), checked against the predictions (:func:`bayesmix.pipeline.verify.target_truth`).
     """
@@ -523,7 +525,7 @@ def report_from_pipeline(
     table, overall, per_eval = ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
                                                  n_random=n_random, rank_by=rank_by, prob=prob, seed=seed)
     report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
-                    rank_by=rank_by, prob=prob, top=top, target=target, per_eval=per_eval, multiplier=multiplier,
+                    rank_by=rank_by, confidence=confidence, prob=prob, top=top, target=target, per_eval=per_eval, multiplier=multiplier,
                     budget=_budget_long(budget), budget_advice=budget_advice, suggestions=suggestions,
                     suggestions_note=suggestions_note, settings=info,
                     data_summary=data_summary(runs) if runs is not None else None, missing=missing)
@@ -599,6 +601,7 @@ def report_from_fit(
     acquisition: pd.DataFrame | None = None,
     suggestions_note: str = "",
     rank_by: str = "mean",
+    confidence: float = 0.9,
     prob: float = 0.9,
     top: int = 8,
     seed: int = 0,
@@ -646,7 +649,7 @@ def report_from_fit(
     table, overall, per_eval = ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
                                                  n_random=n_random, rank_by=rank_by, prob=prob, seed=seed)
     report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
-                    rank_by=rank_by, prob=prob, top=top, target=target, per_eval=per_eval,
+                    rank_by=rank_by, confidence=confidence, prob=prob, top=top, target=target, per_eval=per_eval,
                     suggestions=suggestions, suggestions_note=suggestions_note, settings=info,
                     data_summary=data_summary(obs), missing=missing)
     report.rerun_hint = rerun

@@ -72,6 +72,7 @@ class Report:
     truth_note: str = ""
     backtest: pd.DataFrame | None = None
     trust_region: bool = True
+    confidence: float = 0.9  # P(beats baseline) a mixture needs to be recommended instead of the baseline
     figures: dict[str, list[EmbeddedFigure]] = dataclasses.field(default_factory=dict)
     settings: dict[str, object] = dataclasses.field(default_factory=dict)
     data_summary: pd.DataFrame | None = None
@@ -81,6 +82,8 @@ class Report:
     created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
     def __post_init__(self):
+        if not 0 <= self.confidence < 1:
+            raise ValueError(f"confidence must lie in [0, 1), got {self.confidence}")
         if self.rank_by not in CRITERIA:
             raise ValueError(f"rank_by must be one of {list(CRITERIA)}, got {self.rank_by!r}")
         required = ["mixture", "mean", "lower", "upper", "p_beat", "q90", "cvar"]
@@ -97,14 +100,29 @@ class Report:
         return [f"{row['part']}: {row['problems']}" for _, row in bad.iterrows()]
 
     @property
-    def best(self) -> pd.Series:
-        """The recommended mixture: the first row of the ranking inside the trust region of
-        the tried mixtures (``inside_support``, :mod:`bayesmix.decide.support`) unless
-        ``trust_region`` is False or no row is inside; else the first row."""
+    def trusted(self) -> pd.Series:
+        """The best-ranked mixture inside the trust region of the tried mixtures
+        (``inside_support``, :mod:`bayesmix.decide.support`) unless ``trust_region`` is False
+        or no row is inside; else the first row."""
         table = self.ranking
         if self.trust_region and "inside_support" in table and table["inside_support"].any():
             return table[table["inside_support"].astype(bool)].iloc[0]
         return table.iloc[0]
+
+    @property
+    def best(self) -> pd.Series:
+        """The recommended mixture: the best-ranked row that the trust region admits (as
+        :attr:`trusted`) and that beats the baseline with probability at least ``confidence``;
+        the baseline when none does. A change of mixture is a claim that it is better, and the
+        report makes that claim only when the posterior backs it at ``confidence``."""
+        table, trusted = self.ranking, self.trusted
+        pool = table[table["inside_support"].astype(bool)] if (
+            self.trust_region and "inside_support" in table and bool(trusted.get("inside_support", False))) else table
+        names = pool["mixture"].astype(str)
+        confident = pool[(names == self.baseline) | (pool["p_beat"] >= self.confidence)]
+        if len(confident):
+            return confident.iloc[0]
+        return table[table["mixture"].astype(str) == self.baseline].iloc[0]
 
     def _why_outside(self, row: pd.Series) -> str:
         """Why a ranked mixture lies outside the trust region, in words."""
@@ -124,16 +142,30 @@ class Report:
 
     @property
     def outside_note(self) -> str:
-        """Why the top-ranked mixture is not the recommended one (empty when it is)."""
-        top, best = self.ranking.iloc[0], self.best
-        if str(top["mixture"]) == str(best["mixture"]):
-            if "inside_support" in self.ranking and not bool(best["inside_support"]):
-                return (f"{best['mixture']} lies outside the trust region of the tried mixtures "
-                        f"({self._why_outside(best)}): its prediction is an extrapolation.")
+        """Why the top-ranked mixture is not the one the trust region admits (empty when it is)."""
+        top, trusted = self.ranking.iloc[0], self.trusted
+        if str(top["mixture"]) == str(trusted["mixture"]):
+            if "inside_support" in self.ranking and not bool(trusted["inside_support"]):
+                return (f"{trusted['mixture']} lies outside the trust region of the tried mixtures "
+                        f"({self._why_outside(trusted)}): its prediction is an extrapolation.")
             return ""
         return (f"The lowest predicted loss, {top['mixture']} ({top['mean']:.4f}), lies outside the trust region of "
                 f"the tried mixtures ({self._why_outside(top)}); it is not recommended until a run near it "
                 "confirms it.")
+
+    @property
+    def confidence_note(self) -> str:
+        """Why the best mixture the trust region admits is not recommended: it does not beat the
+        baseline with probability ``confidence`` (empty when it is recommended)."""
+        trusted, best = self.trusted, self.best
+        if str(trusted["mixture"]) == str(best["mixture"]):
+            return ""
+        then = ("so the recommendation stays with the baseline; the suggested runs are the ones that can tell"
+                if str(best["mixture"]) == self.baseline else
+                f"{best['mixture']} is the best-ranked mixture that reaches it")
+        return (f"{trusted['mixture']} ranks best inside the trust region ({trusted['mean']:.4f}) but beats the "
+                f"baseline {self.baseline} with probability {trusted['p_beat']:.2f}, below the {self.confidence:.0%} "
+                f"a change of mixture needs: {then}.")
 
     def add_figure(self, section: str, fig, caption: str, *, width: int = 760, dpi: int = 110,
                    wide: bool = False) -> None:

@@ -143,12 +143,14 @@ def _headline(report: Report) -> str:
     target = f" at {report.target}" if report.target else ""
     text = (f"Train on <b>{html.escape(str(best['mixture']))}</b>: predicted loss{html.escape(target)} "
             f"{best['mean']:.4f} ({pct}% interval {best['lower']:.4f}&ndash;{best['upper']:.4f})")
-    if report.outside_note:
-        text = html.escape(report.outside_note) + " " + text
+    notes = " ".join(n for n in (report.outside_note, report.confidence_note) if n)
+    if notes:
+        text = html.escape(notes) + " " + text
     if report.caveat:
         text = f"<b>Not a confident recommendation:</b> {html.escape(report.caveat)} " + text
     if str(best["mixture"]) == report.baseline:
-        return text + ", which is the baseline itself: no candidate is predicted to do better."
+        return text + (", which is the baseline itself." if report.confidence_note else
+                       ", which is the baseline itself: no candidate is predicted to do better.")
     return text + (f", {_fmt_prob(best['p_beat'])} probability of beating the baseline "
                    f"<b>{html.escape(report.baseline)}</b>.")
 
