@@ -9,9 +9,9 @@ The whole public API, in the order of the flow (each name is imported on first u
     inference  fit, load_fit, FitResult, SamplerConfig, compare_laws, latent_grid, bootstrap, DiagnosticsError,
                stack_chains
     pipeline   Pipeline, PipelineResult, load_pipeline, error_budget, target_truth, coverage_summary, verify
-    decide     prob_beats, rank_mixtures, cvar, optimum, predicted_optimum, hull_optimum,
-               predicted_hull_optimum, compute_multiplier, effective_compute_multiplier,
-               critical_proportion, SimplexBounds, support_table, hull_distance
+    decide     prob_beats, rank_mixtures, cvar, optimum, hull_optimum, predicted_optimum,
+               compute_multiplier, effective_compute_multiplier, critical_proportion, SimplexBounds,
+               support_table, hull_distance
     design     suggest, Campaign, algorithm2, dirichlet, space_filling
     report     report_from_fit, report_from_pipeline, risk_table, select_eval, write_report, render_html,
                step_fan_chart, size_fan_chart
@@ -49,7 +49,7 @@ _EXPORTS = {
     # decide
     "prob_beats": "decide.decisions", "rank_mixtures": "decide.decisions", "cvar": "decide.decisions",
     "optimum": "decide.decisions", "predicted_optimum": "decide.decisions", "hull_optimum": "decide.decisions",
-    "predicted_hull_optimum": "decide.decisions", "hull_distance": "decide.support",
+    "hull_distance": "decide.support",
     "compute_multiplier": "decide.decisions", "effective_compute_multiplier": "decide.decisions",
     "critical_proportion": "decide.decisions", "SimplexBounds": "decide.simplex", "support_table": "decide.support",
     # design

@@ -201,3 +201,10 @@ def test_hull_optimum_is_the_projection_of_an_outside_minimum_onto_the_hull():
 def test_hull_optimum_rejects_tried_mixtures_of_the_wrong_width():
     with pytest.raises(ValueError, match=r"tried must have shape \(k >= 1, 4\)"):
         decide.hull_optimum(hull_bowl, HULL_DOMAINS, PAIRS[:, :3])
+
+
+def test_predicted_optimum_names_its_regions_and_keeps_bounds_to_the_simplex():
+    with pytest.raises(ValueError, match=r"region must be one of \('simplex', 'hull'\), got 'box'"):
+        decide.predicted_optimum(None, region="box")
+    with pytest.raises(ValueError, match="bounds apply to the simplex region"):
+        decide.predicted_optimum(None, region="hull", bounds=SimplexBounds(HULL_DOMAINS))

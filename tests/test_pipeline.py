@@ -11,6 +11,7 @@ import pytest
 
 from bayesmix import cli
 from bayesmix.decide import decisions as decide
+from bayesmix.decide.support import hull_distance
 from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws.mixtures import MIX_PREFIX
 from bayesmix.pipeline.nested import Pipeline
@@ -143,6 +144,12 @@ def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result)
     opt_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
     assert opt_mean <= best_observed + 1e-6
     assert "prob_beats" in table
+    # over the tried mixtures' hull: inside it, no better than the free optimum, no worse than the best tried
+    inside, table = decide.predicted_optimum(draws_result, region="hull", baseline=base, n_candidates=256, seed=0)
+    tried = draws_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    assert inside.feasible and hull_distance(inside.mixture.to_numpy(), tried)[0] < 1e-6
+    hull_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
+    assert opt_mean - 1e-3 <= hull_mean <= best_observed + 1e-6
 
 
 @pytest.mark.slow
@@ -278,6 +285,12 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     assert {"mixture", "eval", "mean", "lower", "upper", "prob_beats"} <= set(table.columns)
     content = json.loads(summary.read_text())
     assert content["optimum"]["feasible"] and content["optimum"]["mixture"]["web"] <= 0.5 + 1e-9
+    assert "convex hull" not in printed  # bounds given: the hull optimum (which ignores them) is not shown
+    assert cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--optimum", "--baseline", "m0",
+                     "--json", str(summary), "--no-progress"]) == 0
+    assert "predicted optimum inside the tried mixtures' convex hull" in capsys.readouterr().out
+    inside = json.loads(summary.read_text())["optimum"]
+    assert inside["hull_distance"] >= 0 and inside["inside_hull"]["feasible"]
     # a single scale: only the mixing law is replayed (every mixture left out once)
     assert "extrapolation backtests" in printed
     assert [row["stage"] for row in content["discrepancy"]] == ["mix"] and content["discrepancy"][0]["backtests"] == 8

@@ -292,14 +292,28 @@ def _mixture_row(result, mixture) -> pd.DataFrame:
     return frame
 
 
-def predicted_optimum(result, *, bounds: SimplexBounds | None = None, stat: str = "mean", q: float = 0.9,
-                      baseline: str | None = None, eval: str | None = None, prob: float = 0.9,
+REGIONS = ("simplex", "hull")
+
+
+def predicted_optimum(result, *, bounds: SimplexBounds | None = None, region: str = "simplex", stat: str = "mean",
+                      q: float = 0.9, baseline: str | None = None, eval: str | None = None, prob: float = 0.9,
                       seed: int = 0, **options) -> tuple[Optimum, pd.DataFrame]:
-    """The optimum of a pipeline's predicted target-scale loss over the bounded simplex,
-    and its prediction (per eval and overall, with intervals; P(beats baseline)
-    and the gain when ``baseline`` names an observed mixture). ``bounds``: see :func:`optimum`."""
+    """The optimum of a pipeline's predicted target-scale loss over the bounded simplex
+    (``region="simplex"``, :func:`optimum`; ``bounds``: see there) or over the convex hull of
+    the mixtures its mixing law saw (``region="hull"``, :func:`hull_optimum`), and its
+    prediction (per eval and overall, with intervals; P(beats baseline) and the gain when
+    ``baseline`` names an observed mixture)."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    if region == "hull" and bounds is not None:
+        raise ValueError("bounds apply to the simplex region; the hull region is the tried mixtures' own")
     with jax.enable_x64(True):
-        best = optimum(result.loss_fn(eval, seed=seed), result.domains, bounds=bounds, stat=stat, q=q, seed=seed, **options)
+        f = result.loss_fn(eval, seed=seed)
+        if region == "hull":
+            tried = result.observed_mixtures()[[MIX_PREFIX + d for d in result.domains]].drop_duplicates()
+            best = hull_optimum(f, result.domains, tried.to_numpy(float), stat=stat, q=q, seed=seed, **options)
+        else:
+            best = optimum(f, result.domains, bounds=bounds, stat=stat, q=q, seed=seed, **options)
     rows = pd.DataFrame([best.mixture.rename(lambda d: MIX_PREFIX + d)]).assign(mixture="optimum")
     if baseline is not None:
         rows = pd.concat([rows, _mixture_row(result, baseline)], ignore_index=True)
@@ -310,14 +324,6 @@ def predicted_optimum(result, *, bounds: SimplexBounds | None = None, stat: str 
         table = table.merge(beats[["mixture", "prob_beats", "gain_mean", "gain_lower", "gain_upper"]],
                             on="mixture", how="left")
     return best, table
-
-
-def predicted_hull_optimum(result, *, stat: str = "mean", q: float = 0.9, seed: int = 0, **options) -> Optimum:
-    """The optimum of a pipeline's predicted target-scale loss over the convex hull of the
-    mixtures its mixing law saw (:func:`hull_optimum`; ``options`` go to it)."""
-    tried = result.observed_mixtures()[[MIX_PREFIX + d for d in result.domains]].drop_duplicates().to_numpy(float)
-    with jax.enable_x64(True):
-        return hull_optimum(result.loss_fn(seed=seed), result.domains, tried, stat=stat, q=q, seed=seed, **options)
 
 
 def effective_compute_multiplier(result, mixture, baseline: str, *, eval: str | None = None,

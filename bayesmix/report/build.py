@@ -434,11 +434,12 @@ HULL_OPTIMUM = "optimum-in-hull"
 def with_optimum(result, candidates: pd.DataFrame | None, *, seed: int) -> tuple[pd.DataFrame, str]:
     """``candidates`` plus the pipeline's predicted optimum over the simplex ("optimum") and
     over the convex hull of the mixtures the mixing law saw (:data:`HULL_OPTIMUM`,
-    :func:`bayesmix.decide.decisions.predicted_hull_optimum`), and how they were found."""
-    from bayesmix.decide.decisions import predicted_hull_optimum, predicted_optimum
+    :func:`bayesmix.decide.decisions.predicted_optimum` with ``region="hull"``), and how they were
+    found."""
+    from bayesmix.decide.decisions import predicted_optimum
 
     best, _ = predicted_optimum(result, seed=seed)
-    inside = predicted_hull_optimum(result, seed=seed)
+    inside, _ = predicted_optimum(result, region="hull", seed=seed)
     rows = pd.DataFrame([{"mixture": name, "source": "optimum", **{MIX_PREFIX + d: float(o.mixture[d])
                                                                    for d in result.domains}}
                          for name, o in (("optimum", best), (HULL_OPTIMUM, inside))])
