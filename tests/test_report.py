@@ -448,7 +448,8 @@ def test_the_baseline_stays_recommended_when_no_mixture_beats_it_with_confidence
     assert report.best["mixture"] == "uniform"
     assert report.confidence_note.endswith("so the recommendation stays with the baseline; the suggested runs are "
                                            "the ones that can tell.")
-    assert "which is the baseline itself." in rh.render_html(report)
+    page = rh.render_html(report)
+    assert "which is the baseline itself." in page and "best-ranked, not confident (bold)" in page
 
 
 def test_confidence_outside_the_unit_interval_is_refused():

@@ -122,6 +122,11 @@ def _cards(report: Report) -> list[dict]:
                       "sub": f"baseline {base['mean']:.4f} [{base['lower']:.4f}, {base['upper']:.4f}]"})
         cards.append({"key": "P(beats baseline)", "value": _fmt_prob(best["p_beat"]),
                       "sub": "share of posterior draws with a lower loss"})
+    if report.confidence_note:
+        trusted = report.trusted
+        cards.append({"key": f"best-ranked, not confident ({trusted['mixture']})",
+                      "value": _fmt_prob(trusted["p_beat"]),
+                      "sub": f"P(beats baseline), below the {round(100 * report.confidence)}% a change needs"})
     if report.multiplier is not None and len(report.multiplier):
         row = _multiplier_row(report)
         if row is not None:
