@@ -437,6 +437,8 @@ def test_a_mixture_is_recommended_only_when_it_beats_the_baseline_with_the_set_c
                                       "uniform with probability 0.75, below the 90% a change of mixture needs: "
                                       "safe is the best-ranked mixture that reaches it.")
     assert report.confidence_note in rh.render_html(report)
+    assert report.settings["recommendation rule"] == ("best by posterior mean inside the trust region, and "
+                                                      "P(beats baseline) at least 90%; else the baseline")
     # at 0.75 the bold mixture is confident enough; at 0 the rule is off
     assert _confidence_report(0.75).best["mixture"] == "bold" and _confidence_report(0.75).confidence_note == ""
     assert _confidence_report(0.0).best["mixture"] == "bold"

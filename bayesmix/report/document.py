@@ -84,6 +84,10 @@ class Report:
     def __post_init__(self):
         if not 0 <= self.confidence < 1:
             raise ValueError(f"confidence must lie in [0, 1), got {self.confidence}")
+        self.settings.setdefault("recommendation rule", (
+            f"best by {CRITERIA.get(self.rank_by, (self.rank_by,))[0]}"
+            + (" inside the trust region" if self.trust_region else "")
+            + f", and P(beats baseline) at least {self.confidence:.0%}; else the baseline"))
         if self.rank_by not in CRITERIA:
             raise ValueError(f"rank_by must be one of {list(CRITERIA)}, got {self.rank_by!r}")
         required = ["mixture", "mean", "lower", "upper", "p_beat", "q90", "cvar"]
