@@ -104,29 +104,31 @@ class Report:
         return [f"{row['part']}: {row['problems']}" for _, row in bad.iterrows()]
 
     @property
-    def trusted(self) -> pd.Series:
-        """The best-ranked mixture inside the trust region of the tried mixtures
-        (``inside_support``, :mod:`bayesmix.decide.support`) unless ``trust_region`` is False
-        or no row is inside; else the first row."""
+    def admitted(self) -> pd.DataFrame:
+        """The ranking rows the trust region admits: those inside the trust region of the tried
+        mixtures (``inside_support``, :mod:`bayesmix.decide.support`), or every row when
+        ``trust_region`` is False or no row is inside."""
         table = self.ranking
         if self.trust_region and "inside_support" in table and table["inside_support"].any():
-            return table[table["inside_support"].astype(bool)].iloc[0]
-        return table.iloc[0]
+            return table[table["inside_support"].astype(bool)]
+        return table
+
+    @property
+    def trusted(self) -> pd.Series:
+        """The best-ranked mixture the trust region admits."""
+        return self.admitted.iloc[0]
 
     @property
     def best(self) -> pd.Series:
-        """The recommended mixture: the best-ranked row that the trust region admits (as
-        :attr:`trusted`) and that beats the baseline with probability at least ``confidence``;
-        the baseline when none does. A change of mixture is a claim that it is better, and the
-        report makes that claim only when the posterior backs it at ``confidence``."""
-        table, trusted = self.ranking, self.trusted
-        pool = table[table["inside_support"].astype(bool)] if (
-            self.trust_region and "inside_support" in table and bool(trusted.get("inside_support", False))) else table
-        names = pool["mixture"].astype(str)
-        confident = pool[(names == self.baseline) | (pool["p_beat"] >= self.confidence)]
+        """The recommended mixture: the best-ranked row the trust region admits that beats the
+        baseline with probability at least ``confidence``; the baseline when none does. A change
+        of mixture is a claim that it is better, and the report makes that claim only when the
+        posterior backs it at ``confidence``."""
+        pool = self.admitted
+        confident = pool[(pool["mixture"].astype(str) == self.baseline) | (pool["p_beat"] >= self.confidence)]
         if len(confident):
             return confident.iloc[0]
-        return table[table["mixture"].astype(str) == self.baseline].iloc[0]
+        return self.ranking[self.ranking["mixture"].astype(str) == self.baseline].iloc[0]
 
     def _why_outside(self, row: pd.Series) -> str:
         """Why a ranked mixture lies outside the trust region, in words."""
