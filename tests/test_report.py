@@ -349,26 +349,39 @@ def test_report_cli(small_fit, tmp_path, capsys):
     assert main(["report", str(path), "--out", str(out), "--top", "0"]) == 2
 
 
+def _report_from(named: pd.DataFrame, domains: list[str], baseline_row: pd.Series, values, *,
+                 candidates: pd.DataFrame | None = None, confidence: float = 0.9) -> rd.Report:
+    """A report ranking ``named`` (and ``candidates``) from joint draws ``values(mixtures) -> (draws, n)``."""
+    cols = [f"mix.{d}" for d in domains]
+
+    def predict_draws(mixtures):
+        draws = draws_of(mixtures["mixture"], values(mixtures))
+        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
+
+    table, _, per_eval = rp.ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
+                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
+    return rd.Report(title="t", baseline=str(baseline_row["name"]), ranking=table, per_eval=per_eval, top=5,
+                     confidence=confidence, diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+
+
+def _noisy(mean_of):
+    """Draws (200, n) of ``mean_of(mixtures)`` plus seeded noise of sd 0.01."""
+    def values(mixtures):
+        rng = np.random.default_rng(0)
+        return mean_of(mixtures) + 0.01 * rng.standard_normal((200, len(mixtures)))
+    return values
+
+
 def test_a_mixture_outside_the_trust_region_is_flagged_and_not_recommended():
     """The lowest prediction sits on a face the tried mixtures never reach (code cut to zero):
     it is ranked first, not recommended, and the headline says why."""
-    domains = ["code", "web", "books"]
-    cols = [f"mix.{d}" for d in domains]
     named = pd.DataFrame({"mixture": ["m0", "m1", "m2"], "name": ["uniform", "code-led", "web-led"],
                           "mix.code": [1 / 3, 0.6, 0.2], "mix.web": [1 / 3, 0.2, 0.6], "mix.books": [1 / 3, 0.2, 0.2]})
     face = pd.DataFrame({"mixture": ["face"], "source": ["given"], "mix.code": [0.0], "mix.web": [0.5],
                          "mix.books": [0.5]})
-
-    def predict_draws(mixtures):  # the face is predicted lowest, code-led next
-        rng = np.random.default_rng(0)
-        mean = np.where(mixtures["mixture"] == "face", 2.0, 3.0 - mixtures["mix.code"].to_numpy())
-        draws = draws_of(mixtures["mixture"], mean + 0.01 * rng.standard_normal((200, len(mixtures))))
-        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
-
-    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[0], predict_draws, candidates=face,
-                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
-    report = rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5,
-                       diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+    # the face is predicted lowest, code-led next
+    report = _report_from(named, ["code", "web", "books"], named.iloc[0], _noisy(
+        lambda m: np.where(m["mixture"] == "face", 2.0, 3.0 - m["mix.code"].to_numpy())), candidates=face)
     top = report.ranking.iloc[0]
     assert top["mixture"] == "face" and top["outside_range"] == "code, books" and not top["inside_support"]
     assert report.best["mixture"] == "code-led"
@@ -389,17 +402,9 @@ def test_a_joint_corner_inside_every_tried_range_is_flagged_by_the_hull_and_not_
                                                      name=["ab", "cd", "ac", "bd", "uniform"])
     corner = pd.DataFrame({"mixture": ["corner"], "source": ["given"], **{c: [v] for c, v in
                                                                           zip(cols, [0.5, 0.0, 0.0, 0.5])}})
-
-    def predict_draws(mixtures):  # the corner is predicted lowest, "ab" next
-        rng = np.random.default_rng(0)
-        mean = np.where(mixtures["mixture"] == "corner", 2.0, 3.0 - mixtures["mix.b"].to_numpy())
-        draws = draws_of(mixtures["mixture"], mean + 0.01 * rng.standard_normal((200, len(mixtures))))
-        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
-
-    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[4], predict_draws, candidates=corner,
-                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
-    report = rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5,
-                       diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+    # the corner is predicted lowest, "ab" and "bd" next
+    report = _report_from(named, domains, named.iloc[4], _noisy(
+        lambda m: np.where(m["mixture"] == "corner", 2.0, 3.0 - m["mix.b"].to_numpy())), candidates=corner)
     top = report.ranking.iloc[0]
     assert top["mixture"] == "corner" and top["outside_range"] == "" and not top["inside_support"]
     assert top["hull_distance"] == pytest.approx(0.5)
@@ -410,22 +415,14 @@ def test_a_joint_corner_inside_every_tried_range_is_flagged_by_the_hull_and_not_
 def _confidence_report(confidence: float = 0.9) -> rd.Report:
     """Three tried mixtures, all inside the trust region: "bold" has the lowest mean but beats the
     baseline "uniform" in 3 of 4 joint draws; "safe" is a little better than it in every draw."""
-    domains = ["code", "web", "books"]
     named = pd.DataFrame({"mixture": ["m0", "m1", "m2"], "name": ["uniform", "bold", "safe"],
                           "mix.code": [1 / 3, 0.5, 0.4], "mix.web": [1 / 3, 0.3, 0.3],
                           "mix.books": [1 / 3, 0.2, 0.3]})
     base = np.array([2.0, 2.0, 2.0, 2.0])
     values = {"uniform": base, "bold": base + np.array([-0.4, -0.4, -0.4, 0.2]), "safe": base - 0.01}
-
-    def predict_draws(mixtures):
-        cols = [f"mix.{d}" for d in domains]
-        draws = draws_of(mixtures["mixture"], np.stack([values.get(m, base + 1.0) for m in mixtures["mixture"]], 1))
-        return draws.assign_coords({c: ("point", mixtures[c].to_numpy()) for c in cols})
-
-    table, _, per_eval = rp.ranked_candidates(named, domains, named.iloc[0], predict_draws, candidates=None,
-                                              n_random=0, rank_by="mean", prob=0.9, seed=0)
-    return rd.Report(title="t", baseline="uniform", ranking=table, per_eval=per_eval, top=5, confidence=confidence,
-                     diagnostics=pd.DataFrame(columns=["part", "ok", "problems"]))
+    return _report_from(named, ["code", "web", "books"], named.iloc[0],
+                        lambda m: np.stack([values.get(name, base + 1.0) for name in m["mixture"]], 1),
+                        confidence=confidence)
 
 
 def test_a_mixture_is_recommended_only_when_it_beats_the_baseline_with_the_set_confidence():
