@@ -153,11 +153,12 @@ class Report:
         if str(top["mixture"]) == str(trusted["mixture"]):
             if "inside_support" in self.ranking and not bool(trusted["inside_support"]):
                 return (f"{trusted['mixture']} lies outside the trust region of the tried mixtures "
-                        f"({self._why_outside(trusted)}): its prediction is an extrapolation.")
+                        f"({self._why_outside(trusted)}): its prediction is an extrapolation that no backtest "
+                        "checks, and its interval may be too narrow.")
             return ""
         return (f"The lowest predicted loss, {top['mixture']} ({top['mean']:.4f}), lies outside the trust region of "
-                f"the tried mixtures ({self._why_outside(top)}); it is not recommended until a run near it "
-                "confirms it.")
+                f"the tried mixtures ({self._why_outside(top)}); its interval is an extrapolation that no backtest "
+                "checks, and it is not recommended until a run near it confirms it.")
 
     @property
     def confidence_note(self) -> str:
