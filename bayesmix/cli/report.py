@@ -81,7 +81,8 @@ def run(args) -> int:
     report = build(
         fit, **extra, baseline=args.baseline, candidates=read_rows(args.candidates, "candidates table") if args.candidates else None,
         suggestions=read_rows(args.suggestions, "suggestions table") if args.suggestions else None, n_random=args.n_random,
-        rank_by=args.rank_by, confidence=args.confidence, top=args.top, prob=args.prob, seed=args.seed, title=args.title,
+        rank_by=args.rank_by, confidence=args.confidence, top=args.top, prob=args.prob, seed=args.seed,
+        title=args.title,
         settings={"pipeline folder" if pipeline else "fit file": args.fit})
     path = write_report(report, args.out, pdf=args.pdf)
     best = report.best

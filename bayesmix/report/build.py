@@ -499,8 +499,8 @@ def report_from_pipeline(
     :class:`~bayesmix.pipeline.budget.ErrorBudget` or a table) and ``suggestions`` (the
     next runs; ``acquisition`` holds the acquisition value of every candidate for
     the landscape figure) are shown when given. ``confidence``: the P(beats baseline) a
-    mixture needs to be recommended instead of the baseline (:attr:`Report.best`). ``runs``: the run table, for the
-    data summary. ``truth``: held-out runs at the target scale (a run table, never
+    mixture needs to be recommended instead of the baseline (:attr:`Report.best`). ``runs``:
+    the run table, for the data summary. ``truth``: held-out runs at the target scale (a run table, never
     fitted), checked against the predictions (:func:`bayesmix.pipeline.verify.target_truth`).
     """
     domains = result.domains
@@ -526,7 +526,8 @@ def report_from_pipeline(
     table, overall, per_eval = ranked_candidates(named, domains, baseline_row, predict_draws, candidates=candidates,
                                                  n_random=n_random, rank_by=rank_by, prob=prob, seed=seed)
     report = Report(title=title, baseline=str(baseline_row["name"]), ranking=table, diagnostics=diagnostics,
-                    rank_by=rank_by, confidence=confidence, prob=prob, top=top, target=target, per_eval=per_eval, multiplier=multiplier,
+                    rank_by=rank_by, confidence=confidence, prob=prob, top=top, target=target, per_eval=per_eval,
+                    multiplier=multiplier,
                     budget=_budget_long(budget), budget_advice=budget_advice, suggestions=suggestions,
                     suggestions_note=suggestions_note, settings=info,
                     data_summary=data_summary(runs) if runs is not None else None, missing=missing)
