@@ -130,7 +130,6 @@ def print_optimum(result, args) -> dict:
     from bayesmix.decide.decisions import predicted_optimum
     from bayesmix.decide.simplex import SimplexBounds
     from bayesmix.decide.support import hull_distance
-    from bayesmix.laws.mixtures import MIX_PREFIX
 
     bounds = SimplexBounds(result.domains, r_min=args.r_min, r_max=args.r_max, fixed=args.fixed)
     best, table = predicted_optimum(result, bounds=bounds, baseline=args.baseline, prob=args.prob, seed=args.seed)
@@ -141,8 +140,7 @@ def print_optimum(result, args) -> dict:
     if args.r_min is None and args.r_max is None and args.fixed is None:
         inside, table = predicted_optimum(result, region="hull", baseline=args.baseline, prob=args.prob,
                                           seed=args.seed)
-        tried = result.observed_mixtures()[[MIX_PREFIX + d for d in result.domains]].to_numpy(float)
-        gap = float(hull_distance(best.mixture.to_numpy(float), tried)[0])
+        gap = float(hull_distance(best.mixture.to_numpy(float), result.tried_mixtures())[0])
         print(f"\npredicted optimum inside the tried mixtures' convex hull (the one above lies {gap:.3f} outside "
               "it, in total variation):", ", ".join(f"{d}={v:.3f}" for d, v in inside.mixture.items()))
         print(table[[c for c in table.columns if not c.startswith("mix.")]].round(4).to_string(index=False))

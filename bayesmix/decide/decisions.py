@@ -310,8 +310,7 @@ def predicted_optimum(result, *, bounds: SimplexBounds | None = None, region: st
     with jax.enable_x64(True):
         f = result.loss_fn(eval, seed=seed)
         if region == "hull":
-            tried = result.observed_mixtures()[[MIX_PREFIX + d for d in result.domains]].drop_duplicates()
-            best = hull_optimum(f, result.domains, tried.to_numpy(float), stat=stat, q=q, seed=seed, **options)
+            best = hull_optimum(f, result.domains, result.tried_mixtures(), stat=stat, q=q, seed=seed, **options)
         else:
             best = optimum(f, result.domains, bounds=bounds, stat=stat, q=q, seed=seed, **options)
     rows = pd.DataFrame([best.mixture.rename(lambda d: MIX_PREFIX + d)]).assign(mixture="optimum")

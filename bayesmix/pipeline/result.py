@@ -16,7 +16,7 @@ from bayesmix.pipeline.discrepancy import Discrepancy
 from bayesmix.inference.fit import labelled_draws, student_t_noise, summarise_draws
 from bayesmix.pipeline.lanenoise import mix_predictions, shrink_by_lane
 from bayesmix.laws.mixing import OVERALL
-from bayesmix.laws.mixtures import mix_columns
+from bayesmix.laws.mixtures import MIX_PREFIX, mix_columns
 from bayesmix.pipeline import stages as st
 from bayesmix.pipeline.runners import StageOutput
 from bayesmix.data.store import save_tree
@@ -83,6 +83,10 @@ class PipelineResult:
         labels = self.outputs["size"].labels if "size" in self.stages else self.outputs["step"].labels
         cols = ["mixture", *mix_columns(labels)]
         return labels[cols].drop_duplicates("mixture").reset_index(drop=True)
+
+    def tried_mixtures(self) -> np.ndarray:
+        """The shares of the mixtures the mixing law was fitted on: (k, M), columns in ``domains`` order."""
+        return self.observed_mixtures()[[MIX_PREFIX + d for d in self.domains]].to_numpy(float)
 
     def predict(self, mixtures=None, *, kind: str = "mean", prob: float = 0.9, draws: bool = False,
                 seed: int = 0, discrepancy: bool = True):

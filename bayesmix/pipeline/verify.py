@@ -70,7 +70,7 @@ def target_truth(result, runs: pd.DataFrame, *, prob: float = 0.9, seed: int = 0
     out = observed.merge(pred, on=["run", "eval"], how="left", validate="one_to_one")
     out["covered"] = (out["observed"] >= out["lower"]) & (out["observed"] <= out["upper"])
     out["miss"] = out["observed"] - out["mean"]
-    tried = result.observed_mixtures()[[MIX_PREFIX + d for d in domains]].to_numpy(float)
+    tried = result.tried_mixtures()
     if len(tried) >= 2:
         support = support_table(mixtures[[MIX_PREFIX + d for d in domains]].to_numpy(float), tried, domains)
         out = out.merge(support[["inside_support"]].assign(run=mixtures["run"].to_numpy()), on="run", how="left")
