@@ -6,8 +6,9 @@ Fits the demo's pipeline (``bayesmix.demo.QUICK``: draws mode, its sampler setti
 bundled proxy-run table and reports the seconds of every stage (step, size, mixing law,
 backtests) and whether each stage passes its convergence checks
 (:func:`bayesmix.pipeline.nested.lanes_failed`: the warning block a user sees in the report).
-Baseline in the same run: the point chain (``mode="point"``) with as many bootstrap
-resamples as the demo propagates draws.
+Baselines in the same run: the step law's curves by NUTS (``step_sampler="nuts"``, one lane
+per curve, the sampler before the exact grid) and the point chain (``mode="point"``) with as
+many bootstrap resamples as the demo propagates draws.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def timed_fit(pipeline, runs, seed: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = pipeline.fit(runs, seed=seed)
-    row = {"mode": pipeline.mode, "total_s": round(time.perf_counter() - t0, 1)}
+    row = {"mode": pipeline.mode, "step_sampler": pipeline.step_sampler if pipeline.mode != "point" else "",
+           "total_s": round(time.perf_counter() - t0, 1)}
     row.update({f"{k}_s": round(v, 1) for k, v in result.seconds.items()})
     for name in STAGES if pipeline.mode != "point" else ():  # the point chain samples nothing to check
         diag = result.diagnostics.get(name)
@@ -51,8 +53,9 @@ def main(argv=None) -> int:
     runs, source = demo_table()
     pipeline = QUICK.pipeline(progress=False)
     rows = [timed_fit(pipeline, runs, args.seed),
+            timed_fit(dataclasses.replace(pipeline, step_sampler="nuts"), runs, args.seed),
             timed_fit(dataclasses.replace(pipeline, mode="point"), runs, args.seed)]
-    columns = ["mode", "total_s", "step_s", "size_s", "mix_s", "backtest_s", "step_check", "size_check",
+    columns = ["mode", "step_sampler", "total_s", "step_s", "size_s", "mix_s", "backtest_s", "step_check", "size_check",
                "mix_check", "step_rhat_pooled", "size_rhat_pooled", "mix_rhat_pooled"]
     print(f"demo pipeline on {source}: {runs['run'].nunique()} runs, {len(runs)} rows; target "
           f"{pipeline.target_size:,} parameters at step {pipeline.target_step:,}; D = {pipeline.n_draws}")

@@ -173,8 +173,7 @@ def part_gemstones(args) -> dict:
                                                   n_starts=16, boot_starts=4, rng=rng)
                 pred1 = st.predict_stage(stage, boot)
             else:
-                _, params, _ = fit_step_curves(pipeline, stage, seed=0)
-                pred1 = st.predict_stage(stage, params)
+                _, pred1, _, _ = fit_step_curves(pipeline, stage, seed=0)
         truth1 = final.loc[labels["run"]].to_numpy()
         rows.append({"mode": mode, "task": "step: 25% -> final, all runs", "n": len(truth1),
                      **interval_stats(pred1, truth1)})

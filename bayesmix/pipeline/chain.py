@@ -28,7 +28,7 @@ from bayesmix.inference.progress import progress_enabled
 from bayesmix.pipeline import pointchain as pc
 from bayesmix.pipeline import stages as st
 from bayesmix.pipeline.result import PipelineResult
-from bayesmix.pipeline.runners import (StageFit, StageOutput, _check_lanes, backtest_discrepancy, fit_step_curves,
+from bayesmix.pipeline.runners import (StageFit, StageOutput, backtest_discrepancy, check_summary, fit_step_curves,
                                        output_from_draws, run_mix, run_size, step_labels, step_shape_from,
                                        summary_of, warn_rising)
 
@@ -85,12 +85,9 @@ class BayesEngine:
             return observed_step(p, runs, self.runs_frame, None)
         stage = st.step_stage(runs, plan, min_step=p.min_step, evals=p.evals, priors=priors)
         labels = step_labels(stage, self.runs_frame)
-        lanes, params, population = fit_step_curves(p, stage, seed=self.seed)
-        with jax.enable_x64(True):
-            pred = st.predict_stage(stage, params)
-        lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
+        params, pred, population, summary = fit_step_curves(p, stage, seed=self.seed)
         out, rows = output_from_draws(p, labels, pred[:, stage.handed_off()], n_lanes=1, rng=self.rng)
-        diagnostics = _check_lanes("step", lanes, p.strict, per="curve")
+        diagnostics = check_summary("step", summary, p.strict)
         diagnostics["population"] = population
         diagnostics["rising"] = warn_rising(runs, p.min_step)
         return Handed(out, out.values.mean(axis=0), stage, diagnostics,

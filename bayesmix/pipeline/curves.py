@@ -38,6 +38,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from bayesmix.inference import quadrature as qd
 from bayesmix.inference.lanes import LaneSampler, LaneSamples
 from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws import LawData
@@ -144,3 +145,123 @@ def curve_draws(lanes: LaneSamples) -> dict[str, np.ndarray]:
     """Per-curve draws as (draws, curves), draw i of every curve forming one joint draw."""
     return {k: v.reshape(v.shape[0], -1).T for k, v in lanes.samples.items()}
 
+
+
+# --- the exact grid posterior of the same curves (no Markov chain) -------------------------
+
+SHARE_SD_MIN = {"floor": 0.05, "anneal": 0.05}  # least population sd of floor / y_ref and anneal / y_ref
+GRID_DRAWS = 400  # joint draws per curve
+PILOT_DRAWS = 64  # draws per curve of the first pass, whose means set the population
+
+
+def linear_basis(x, alpha):
+    """Design X (n, p) of the step law given the exponent: ``x`` (n, 2) holds x1 and x2 (the
+    annealing area; zeros for the power law), and the mean is X @ (level, floor, anneal):
+
+        floor + (level - floor) x1^-alpha - anneal x2 = level t + floor (1 - t) - anneal x2,  t = x1^-alpha
+    """
+    t = jnp.power(x[:, 0], -alpha)
+    return jnp.stack([t, 1.0 - t, -x[:, 1]], axis=1)
+
+
+def _spread(transform, loc: float, sd: float) -> tuple[float, float]:
+    """(transform(loc), half the width of transform(loc +- sd)): a prior on an unbounded scale as a
+    Gaussian on the scale the grid law is linear in."""
+    return float(transform(loc)), float(transform(loc + sd) - transform(loc - sd)) / 2
+
+
+def wide_population(priors: dict) -> dict[str, float]:
+    """The first pass's population, from the priors alone: share of the floor and of the anneal
+    (in units of y_ref) and log exponent."""
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    f_mu, f_sd = _spread(sigmoid, priors["floor_logit_loc"], priors["floor_logit_sd"])
+    g_mu, g_sd = _spread(np.exp, priors.get("anneal_log_loc", np.log(0.2)), priors.get("anneal_log_sd", 1.5))
+    return {"floor_share_mu": f_mu, "floor_share_sd": f_sd, "anneal_share_mu": g_mu, "anneal_share_sd": g_sd,
+            "exponent_log_mu": priors["exponent_log_loc"], "exponent_log_tau": priors["exponent_log_sd"]}
+
+
+def em_location_scale(draws: np.ndarray, scale_min: float) -> tuple[float, float]:
+    """Population (mu, tau) of a per-curve quantity from its posterior draws (draws, C): mu the
+    median of the posterior means and tau^2 = (1.4826 MAD of the means)^2 + the median posterior
+    variance, at least ``scale_min``. The spread of posterior means alone understates the
+    population's, by the shrinkage the first pass's prior applied (the law of total variance;
+    one EM step of a Gaussian hierarchy)."""
+    mu, spread = robust_location_scale(draws.mean(axis=0), 0.0)
+    return mu, max(float(np.sqrt(spread**2 + np.median(draws.var(axis=0)))), scale_min)
+
+
+def grid_population(draws: dict[str, np.ndarray], informative: np.ndarray, wide: dict[str, float]) -> dict:
+    """Empirical-Bayes population from the first pass's draws (:func:`em_location_scale`, with floors
+    ``TAU_MIN["exponent"]`` and ``SHARE_SD_MIN``); the anneal from the ``informative`` curves only
+    (none: ``wide``'s)."""
+    mu_a, tau_a = em_location_scale(np.log(draws["exponent"]), TAU_MIN["exponent"])
+    f_mu, f_sd = em_location_scale(draws["floor"] / draws["level"], SHARE_SD_MIN["floor"])
+    out = dict(wide, floor_share_mu=f_mu, floor_share_sd=f_sd, exponent_log_mu=mu_a, exponent_log_tau=tau_a)
+    if informative.any() and "anneal" in draws:
+        g_mu, g_sd = em_location_scale((draws["anneal"] / draws["level"])[:, informative], SHARE_SD_MIN["anneal"])
+        out.update(anneal_share_mu=g_mu, anneal_share_sd=g_sd)
+    return out
+
+
+def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Per-curve inputs of :mod:`bayesmix.inference.quadrature` and the grid's box (lo, hi) (C, 2):
+    log exponent within max(6 tau, 3) of the population's, log sigma from 1e-6 y_ref to 6 times
+    the HalfNormal scale (its mass beyond: 2e-9). The power law's anneal coefficient is pinned at 0 (sd 1e-9, x2 = 0)."""
+    y_ref = np.asarray(batch["y_ref"], float)
+    C = y_ref.size
+    x2 = batch["x_anneal"] if annealing else np.zeros_like(batch["x"])
+    m = y_ref[:, None] * np.array([1.0, population["floor_share_mu"], population["anneal_share_mu"] * annealing])
+    s = y_ref[:, None] * np.array([priors["level_sd"], population["floor_share_sd"],
+                                   population["anneal_share_sd"] if annealing else 1e-9])
+    sigma_scale = priors["noise_scale"] * y_ref
+    curves = {"x": np.stack([batch["x"], x2], axis=-1), "y": batch["y"], "mask": batch["mask"], "m": m, "s": s,
+              "alpha_mu": np.full(C, population["exponent_log_mu"]),
+              "alpha_tau": np.full(C, population["exponent_log_tau"]), "sigma_scale": sigma_scale}
+    half = max(6 * population["exponent_log_tau"], 3.0)
+    lo = np.stack([np.full(C, population["exponent_log_mu"] - half), np.log(1e-6 * y_ref)], axis=1)
+    hi = np.stack([np.full(C, population["exponent_log_mu"] + half), np.log(6 * sigma_scale)], axis=1)
+    return curves, lo, hi
+
+
+def _grid_pass(batch: dict, priors: dict, population: dict, annealing: bool, n_draws: int, seed: int):
+    """One grid posterior of every curve: parameter draws (n_draws, C) by name and the checks."""
+    curves, lo, hi = grid_inputs(batch, priors, population, annealing)
+    coarse, fine = qd.grid_posterior(linear_basis, curves, lo, hi)
+    d = qd.draw(linear_basis, curves, fine, n_draws, seed)
+    params = {"level": d["beta"][..., 0], "floor": d["beta"][..., 1], "exponent": d["alpha"], "sigma": d["sigma"]}
+    if annealing:
+        params["anneal"] = d["beta"][..., 2]
+    return params, qd.grid_checks(coarse, fine)
+
+
+def grid_curves(data: LawData, priors: dict, *, seed: int, n_draws: int = GRID_DRAWS,
+                y: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, float], dict]:
+    """The step law's curves by exact quadrature over (exponent, noise sd), Normal likelihood and
+    Gaussian priors on (level, floor, anneal) given the exponent (:mod:`bayesmix.inference.quadrature`):
+
+        level_c ~ N(y_ref_c, (level_sd y_ref_c)^2)        floor_c ~ N(y_ref_c mu_f, (y_ref_c tau_f)^2)
+        anneal_c ~ N(y_ref_c mu_g, (y_ref_c tau_g)^2)     log exponent_c ~ N(mu_a, tau_a)
+        sigma_c ~ HalfNormal(noise_scale y_ref_c)         y_ci ~ N(mean_ci, sigma_c^2)
+
+    Two passes: the population (mu, tau) from the priors alone (:func:`wide_population`), then
+    from the first pass's posterior means (:func:`grid_population`, empirical Bayes as in
+    :func:`population_prior`). Returns draws (n_draws, C) of ``level``, ``floor``, ``exponent``,
+    ``sigma`` (and ``anneal``), the population and the checks per curve (``edge_mass``,
+    ``resolution``, ``ok``)."""
+    annealing = "x_anneal" in data.arrays
+    wide = wide_population(priors)
+    batch = curve_batch(data, data.y if y is None else y, {})
+    pilot, _ = _grid_pass(batch, priors, wide, annealing, PILOT_DRAWS, seed)
+    population = grid_population(pilot, annealed_curves(data), wide)
+    params, checks = _grid_pass(batch, priors, population, annealing, n_draws, seed + 1)
+    return params, population, checks
+
+
+def grid_summary(checks: dict) -> dict:
+    """JSON-able diagnostics of :func:`grid_curves`, in the keys of a lane summary: ``lanes`` the
+    curves, ``fail_fraction`` the share failing a grid check, and the worst ``edge_mass`` and
+    coarsest ``resolution`` (posterior sd in cells)."""
+    return {"lanes": int(checks["ok"].size), "sampler": "grid", "fail_fraction": float(1.0 - checks["ok"].mean()),
+            "rhat_pooled": float("nan"), "divergences": 0, "lanes_with_divergences": 0,
+            "edge_mass_max": float(np.max(checks["edge_mass"])), "resolution_min": float(np.min(checks["resolution"])),
+            "failed_curves": np.flatnonzero(~checks["ok"]).tolist()}

@@ -48,6 +48,7 @@ from bayesmix.pipeline.runners import StageOutput
 
 
 MODES = ("draws", "moments", "point")
+STEP_SAMPLERS = ("grid", "nuts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,10 @@ class Pipeline:
     single fits (a stage whose input is deterministic, and every stage in
     moments mode);
     ``lane_config``: NUTS for each of the D lanes (few chains and draws: D fits
-    pooled give plenty); ``curve_config``: NUTS for each step-law curve.
+    pooled give plenty); ``step_sampler``: how the step law's curves are sampled, ``"grid"``
+    (the exact posterior by quadrature over exponent and noise sd, Normal likelihood;
+    :func:`bayesmix.pipeline.curves.grid_curves`) or ``"nuts"`` (one NUTS lane per curve with
+    ``curve_config``, Student-t likelihood; :func:`bayesmix.pipeline.curves.fit_curves`).
     ``weights``: eval weights of the overall loss. ``target_schedule``: the target
     run's learning-rate schedule (:class:`bayesmix.data.schedule.Schedule`; ``None``: each
     proxy run's own plan), used by the schedule-aware step law when the runs record
@@ -83,6 +87,7 @@ class Pipeline:
     fit_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=4, num_warmup=1000, num_samples=500)
     lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=100, num_samples=100)
     curve_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=4, num_warmup=200, num_samples=100, dense_mass=True)
+    step_sampler: str = "grid"
     n_starts: int = 16
     boot_starts: int = 4
     strict: bool = False
@@ -92,6 +97,8 @@ class Pipeline:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.step_sampler not in STEP_SAMPLERS:
+            raise ValueError(f"step_sampler must be one of {STEP_SAMPLERS}, got {self.step_sampler!r}")
         if int(self.n_draws) < 2:
             raise ValueError(f"n_draws must be at least 2, got {self.n_draws}")
         for name, value in (("target_size", self.target_size), ("target_step", self.target_step)):
@@ -122,4 +129,4 @@ class Pipeline:
         return run_chain(self, runs, plan, seed=seed)
 
 
-__all__ = ["MODES", "Pipeline", "PipelineResult", "StageOutput"]
+__all__ = ["MODES", "STEP_SAMPLERS", "Pipeline", "PipelineResult", "StageOutput"]

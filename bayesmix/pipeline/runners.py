@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.inference.lanes import RHAT_POOLED_MAX, LaneSamples
+from bayesmix.inference.quadrature import EDGE_MASS_MAX, RESOLUTION_MIN
 from bayesmix.pipeline.backtest import fit_discrepancy
 from bayesmix.pipeline.discrepancy import Discrepancy
 from bayesmix.inference.diagnostics import DiagnosticsError, DiagnosticsWarning
@@ -57,7 +58,11 @@ def lanes_failed(summary: Mapping) -> bool:
     per-lane R-hat threshold or with divergences; several lanes with the pooled
     R-hat above ``RHAT_POOLED_MAX`` or more than ``LANE_FAIL_MAX`` of them with
     divergences. The share of lanes whose own short-chain R-hat exceeds
-    ``RHAT_MAX`` is reported but too noisy to judge by (see :mod:`bayesmix.inference.lanes`)."""
+    ``RHAT_MAX`` is reported but too noisy to judge by (see :mod:`bayesmix.inference.lanes`).
+    Curves on the exact grid (``sampler`` "grid") fail when any curve fails the grid's checks
+    (:func:`bayesmix.inference.quadrature.grid_checks`): those are exact, not noisy."""
+    if summary.get("sampler") == "grid":
+        return bool(summary.get("fail_fraction", 0.0) > 0)
     lanes = int(summary.get("lanes", 1))
     if lanes <= 1:
         return bool(summary.get("fail_fraction", 0.0) > 0)
@@ -68,8 +73,15 @@ def lanes_failed(summary: Mapping) -> bool:
 
 def lanes_problem(summary: Mapping) -> str:
     """What :func:`lanes_failed` judges, in words: R-hat and divergences of a single
-    fit, or the pooled R-hat and the lanes with divergences (one lane per ``lane``)."""
+    fit, the pooled R-hat and the lanes with divergences (one lane per ``lane``), or the
+    grid's checks."""
     lanes = int(summary.get("lanes", 1))
+    if summary.get("sampler") == "grid":
+        failed = summary.get("failed_curves") or []
+        return (f"{len(failed)} of {lanes} curves fail the grid's checks (largest posterior share on the grid's "
+                f"edge {summary.get('edge_mass_max', np.nan):.2g}, at most {EDGE_MASS_MAX:g}; coarsest "
+                f"resolution {summary.get('resolution_min', np.nan):.1f} cells per posterior sd, at least "
+                f"{RESOLUTION_MIN:g}); curves {failed[:10]}")
     if lanes <= 1:
         return f"R-hat {summary.get('rhat_max', np.nan):.3f}, {summary.get('divergences', 0)} divergences"
     per = f" (one per {summary['lane']})" if summary.get("lane") else ""
@@ -77,15 +89,19 @@ def lanes_problem(summary: Mapping) -> str:
             f"{summary.get('lanes_with_divergences', 0)} lanes with divergences")
 
 
-def _check_lanes(name: str, lanes: LaneSamples, strict: bool, per: str = "dataset") -> dict:
-    """Lane diagnostics as a dict; warn (or raise when strict) when the lanes fail (:func:`lanes_failed`)."""
-    summary = lanes.summary() | {"lane": per}
+def check_summary(name: str, summary: dict, strict: bool) -> dict:
+    """``summary``; warn (or raise when strict) when it fails (:func:`lanes_failed`)."""
     if lanes_failed(summary):
         message = f"pipeline stage {name!r}: convergence checks failed: {lanes_problem(summary)}"
         if strict:
             raise DiagnosticsError(message)
         warnings.warn(message + " (treat the intervals with caution)", DiagnosticsWarning, stacklevel=4)
     return summary
+
+
+def _check_lanes(name: str, lanes: LaneSamples, strict: bool, per: str = "dataset") -> dict:
+    """Lane diagnostics as a dict, checked by :func:`check_summary`."""
+    return check_summary(name, lanes.summary() | {"lane": per}, strict)
 
 
 def _anchor_summary(anchor: LaneSamples | None) -> dict:
@@ -171,15 +187,25 @@ def stage_output(pipeline: Pipeline, stage: st.Stage, labels: pd.DataFrame, lane
 
 
 def fit_step_curves(pipeline: Pipeline, stage: st.Stage, *, seed: int):
-    """Step law: every (run, eval) curve in its own NUTS lane (:mod:`bayesmix.pipeline.curves`).
+    """Step law: every (run, eval) curve on its own, by ``pipeline.step_sampler``: the exact grid
+    posterior (:func:`bayesmix.pipeline.curves.grid_curves`) or one NUTS lane per curve
+    (:func:`bayesmix.pipeline.curves.fit_curves`).
 
-    Returns the lanes, parameters as (draws, curves) and the population prior.
+    Returns parameters as (draws, curves), the predictions (draws, points), the population
+    prior and the diagnostics (a lane summary, one lane per curve; judged by :func:`lanes_failed`).
     """
     with jax.enable_x64(True):
+        if pipeline.step_sampler == "grid":
+            params, population, checks = curves.grid_curves(stage.data, stage.priors, seed=seed)
+            pred = st.predict_stage(stage, params)
+            return params, pred, population, curves.grid_summary(checks) | {"lane": "curve"}
         point = st.point_fit(stage, stage.data.y, seed=seed, n_starts=pipeline.n_starts)
         lanes, population = curves.fit_curves(stage.data, stage.priors, point, config=pipeline.curve_config,
                                               seed=seed, progress=pipeline.progress)
-    return lanes, curves.curve_draws(lanes), population
+        params = curves.curve_draws(lanes)
+        pred = st.predict_stage(stage, params)
+    lanes = lanes.checked({"pred": pred.T.reshape(lanes.diverging.shape + (1,))})
+    return params, pred, population, lanes.summary() | {"lane": "curve"}
 
 
 def step_shape_from(stage: st.Stage, params: dict[str, np.ndarray], labels: pd.DataFrame) -> dict:
@@ -292,6 +318,7 @@ def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, prior
     return StageFit(stage, diagnostics, params=params, lane_of_draw=lane_of_draw, point=point, lane_ratio=k)
 
 
-__all__ = ["StageFit", "StageOutput", "backtest_discrepancy", "fit_downstream", "fit_step_curves", "lanes_failed", "lanes_problem",
+__all__ = ["StageFit", "StageOutput", "backtest_discrepancy", "check_summary", "fit_downstream", "fit_step_curves",
+           "lanes_failed", "lanes_problem",
            "output_from_draws", "own_noise", "run_mix", "run_size", "stage_output", "step_labels", "step_shape_from",
            "summary_of", "warn_rising"]

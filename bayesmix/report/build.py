@@ -380,8 +380,9 @@ def stage_diagnostics(result) -> pd.DataFrame:
     """One row per fitted stage of a pipeline: R-hat, divergences, lanes, failures, problems."""
     from bayesmix.pipeline.runners import lanes_failed, lanes_problem
 
-    stage_names = {"step": "step law (one lane per curve)", "size": "size law (one lane per dataset)",
-                   "mix": "mixing law (one lane per dataset)"}
+    grid = result.diagnostics.get("step", {}).get("sampler") == "grid"
+    stage_names = {"step": "step law (exact grid posterior per curve)" if grid else "step law (one lane per curve)",
+                   "size": "size law (one lane per dataset)", "mix": "mixing law (one lane per dataset)"}
     rows = []
     for name, diag in result.diagnostics.items():
         lanes = int(diag.get("lanes", 1))
@@ -402,7 +403,7 @@ def pipeline_settings(result, n_random: int, settings: Mapping[str, object] | No
             "stages fitted": ", ".join(result.stages), "propagation mode": p.mode,
             "upstream draws (D)": p.n_draws, "posterior draws pooled": result.n_draws_total,
             "min step (warm-up cut)": p.min_step, "eval weights": _weights_text(result),
-            "step-law sampler": _config_text(p.curve_config), "lane sampler": _config_text(p.lane_config),
+            "step-law sampler": _step_sampler_text(p), "lane sampler": _config_text(p.lane_config),
             "single-fit sampler": _config_text(p.fit_config),
             "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
             "seed": result.seed, "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws",
@@ -578,6 +579,13 @@ def multiplier_table(result, ranking: pd.DataFrame, baseline_label: str, *, base
 def _weights_text(result) -> str:
     w = result.stages["mix"].data.meta.get("weights")
     return ", ".join(f"{e} {v:.3g}" for e, v in zip(result.evals, w)) if w is not None else "equal"
+
+
+def _step_sampler_text(pipeline) -> str:
+    """How the step law's curves were sampled."""
+    if getattr(pipeline, "step_sampler", "nuts") == "grid":
+        return "exact posterior per curve by quadrature over (exponent, noise sd), Normal likelihood"
+    return "NUTS per curve, " + _config_text(pipeline.curve_config)
 
 
 def _config_text(config) -> str:
