@@ -97,3 +97,25 @@ def test_curve_lanes_cover_the_annealed_target_and_the_power_law_does_not(table)
     assert np.sum((lo <= truth) & (truth <= hi)) >= 6, (lo, hi, truth)
     lo, hi = intervals["step"]
     assert np.all(lo > truth), (lo, hi, truth)
+
+
+def test_grid_curves_cover_the_annealed_target_and_the_power_law_does_not(table):
+    """The exact grid posterior (the pipeline's default step sampler), the same check as the NUTS
+    lanes above: the truth at the planned end inside the schedule-aware law's 90% interval for
+    at least 6 of the 8 long runs, outside the power law's for all, and every curve passing the
+    grid's checks."""
+    intervals = {}
+    for name in ("anneal", "step"):
+        law = get_law(name)
+        with jax.enable_x64(True):
+            data = law.prepare(table, min_step=30)
+            params, _, checks = curves.grid_curves(data, resolve_priors(name), seed=0)
+            query = law.query(data, steps=[TARGET])
+            pred = law.mean_draws(params, query, data.meta)[:, _long(query)]
+        assert checks["ok"].all(), curves.grid_summary(checks)
+        intervals[name] = np.quantile(pred, [0.05, 0.95], axis=0)
+    truth = truth_at_target()
+    lo, hi = intervals["anneal"]
+    assert np.sum((lo <= truth) & (truth <= hi)) >= 6, (lo, hi, truth)
+    lo, hi = intervals["step"]
+    assert np.all(lo > truth), (lo, hi, truth)

@@ -161,6 +161,8 @@ def test_residual_bootstrap_stays_within_eval_groups():
 def test_pipeline_argument_errors(campaign):
     with pytest.raises(ValueError, match="mode must be one of"):
         Pipeline(mode="exact")
+    with pytest.raises(ValueError, match=r"step_sampler must be one of \('grid', 'nuts'\), got 'hmc'"):
+        Pipeline(step_sampler="hmc")
     with pytest.raises(ValueError, match="n_draws must be at least 2"):
         Pipeline(n_draws=1)
     with pytest.raises(ValueError, match="target_size must be positive"):
@@ -237,6 +239,22 @@ def test_lanes_failed_judges_the_stage_as_a_whole():
     assert lanes_failed({"lanes": 128, "rhat_pooled": 1.03, "lanes_with_divergences": 0})
     assert lanes_failed({"lanes": 128, "rhat_pooled": 1.0, "lanes_with_divergences": 20})
     assert lanes_failed({"lanes": 1, "fail_fraction": 1.0}) and not lanes_failed({"lanes": 1, "fail_fraction": 0.0})
+
+
+def test_a_grid_posterior_fails_when_any_curve_fails_its_checks_and_says_which():
+    from bayesmix.pipeline.curves import grid_summary
+    from bayesmix.pipeline.runners import lanes_problem
+
+    checks = {"edge_mass": np.array([1e-9, 0.02, 1e-9]), "resolution": np.array([5.0, 6.0, 1.2]),
+              "ok": np.array([True, False, False])}
+    summary = grid_summary(checks)
+    assert summary["fail_fraction"] == pytest.approx(2 / 3) and summary["failed_curves"] == [1, 2]
+    assert lanes_failed(summary)
+    assert lanes_problem(summary) == (
+        "2 of 3 curves fail the grid's checks (largest posterior share on the grid's edge 0.02, at most 0.001; "
+        "coarsest resolution 1.2 cells per posterior sd, at least 3); curves [1, 2]")
+    passing = grid_summary({k: v[:1] for k, v in checks.items()})
+    assert not lanes_failed(passing) and passing["fail_fraction"] == 0.0
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 COARSE = (96, 64)  # (log alpha, log sigma) cells of the grid spanning the prior
-FINE = (64, 48)  # cells of the grid over the box holding the posterior
+FINE = (96, 72)  # cells of the grid over the box holding the posterior
 KEEP_LOG = 12.0  # the fine box holds every cell within exp(-KEEP_LOG) of the largest (mass outside: < 1e-5 of it per cell)
 EDGE_MASS_MAX = 1e-3  # largest posterior share on the coarse grid's outer cells
 RESOLUTION_MIN = 3.0  # fewest fine cells per posterior sd along each axis
