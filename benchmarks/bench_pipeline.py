@@ -13,7 +13,8 @@
   discrepancy (as shipped) and without it (the laws' own posterior, same fit).
   Baseline: ``point`` (or the last mode run, with ``--modes``).
 * gemstones: real training curves (McLeish et al. 2025). Step law on each run's
-  checkpoints up to 25% of training, predicting its final loss (all runs); size
+  checkpoints up to 25% of training, predicting its final loss (all runs; in draws mode
+  also with the step law's curves by NUTS, the sampler before the exact grid); size
   law over the models below 200M parameters at the final step, predicting the
   final loss of the larger models. Draws propagation vs the point chain's
   bootstrap (same number of resamples) and moments; the step task also with the
@@ -174,7 +175,12 @@ def part_gemstones(args) -> dict:
                 pred1 = st.predict_stage(stage, boot)
             else:
                 _, pred1, _, _ = fit_step_curves(pipeline, stage, seed=0)
+                if mode == "draws":  # the step sampler before the exact grid, as a baseline in the same run
+                    _, nuts1, _, _ = fit_step_curves(dataclasses.replace(pipeline, step_sampler="nuts"), stage, seed=0)
         truth1 = final.loc[labels["run"]].to_numpy()
+        if mode == "draws":
+            rows.append({"mode": "draws, step by NUTS", "task": "step: 25% -> final, all runs", "n": len(truth1),
+                         **interval_stats(nuts1, truth1)})
         rows.append({"mode": mode, "task": "step: 25% -> final, all runs", "n": len(truth1),
                      **interval_stats(pred1, truth1)})
         rows.append({"mode": mode, "task": "step: 25% -> final, with the backtest discrepancy", "n": len(truth1),
