@@ -454,3 +454,23 @@ def test_the_baseline_stays_recommended_when_no_mixture_beats_it_with_confidence
 def test_confidence_outside_the_unit_interval_is_refused():
     with pytest.raises(ValueError, match=r"confidence must lie in \[0, 1\), got 1.0"):
         _confidence_report(1.0)
+
+
+def test_a_grid_step_stage_is_shown_as_exact_inference_with_its_checks():
+    import types
+
+    from bayesmix.pipeline.curves import grid_summary
+
+    checks = {"edge_mass": np.array([1e-9, 2e-8]), "resolution": np.array([4.2, 5.0]), "ok": np.array([True, True])}
+    lanes = {"lanes": 16, "rhat_pooled": 1.004, "rhat_max": 1.03, "fail_fraction": 0.0, "divergences": 0,
+             "lanes_with_divergences": 0}
+    result = types.SimpleNamespace(diagnostics={"step": grid_summary(checks) | {"lane": "curve"}, "size": lanes})
+    table = rp.stage_diagnostics(result).set_index("part")
+    step = table.loc["step law (exact grid posterior per curve)"]
+    assert bool(step["ok"]) and step["notes"] == ("exact posterior by quadrature, no chains: largest posterior share "
+                                                  "on the grid's edge 2e-08, coarsest resolution 4.2 cells per "
+                                                  "posterior sd")
+    assert table.loc["size law (one lane per dataset)", "notes"] == ""
+    line = rh._diag_line(table.reset_index().iloc[0])
+    assert line == "step law (exact grid posterior per curve): " + step["notes"]
+    assert "pooled R-hat 1.004" in rh._diag_line(table.reset_index().iloc[1])

@@ -392,7 +392,7 @@ def stage_diagnostics(result) -> pd.DataFrame:
         rows.append({"part": stage_names.get(name, name), "rhat_max": diag.get("rhat_max", np.nan),
                      "rhat_pooled": diag.get("rhat_pooled", np.nan),
                      "divergences": diag.get("divergences", 0), "lanes": lanes, "fail_fraction": frac,
-                     "ok": ok, "problems": problems})
+                     "ok": ok, "problems": problems, "notes": _grid_note(diag)})
     return pd.DataFrame(rows)
 
 
@@ -579,6 +579,15 @@ def multiplier_table(result, ranking: pd.DataFrame, baseline_label: str, *, base
 def _weights_text(result) -> str:
     w = result.stages["mix"].data.meta.get("weights")
     return ", ".join(f"{e} {v:.3g}" for e, v in zip(result.evals, w)) if w is not None else "equal"
+
+
+def _grid_note(diag) -> str:
+    """A grid posterior's checks in words (empty for a sampler with chains)."""
+    if diag.get("sampler") != "grid":
+        return ""
+    return (f"exact posterior by quadrature, no chains: largest posterior share on the grid's edge "
+            f"{diag.get('edge_mass_max', np.nan):.1g}, coarsest resolution {diag.get('resolution_min', np.nan):.1f} "
+            "cells per posterior sd")
 
 
 def _step_sampler_text(pipeline) -> str:

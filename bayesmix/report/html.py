@@ -176,6 +176,8 @@ def _disagreement(report: Report) -> str:
 
 def _diag_line(row: pd.Series) -> str:
     """One part's diagnostics in a few words."""
+    if row.get("notes") and pd.isna(row.get("rhat_max")) and pd.isna(row.get("rhat_pooled")):
+        return f"{row['part']}: {row['notes']}"  # a posterior without chains (the exact grid)
     rhat = f"max R-hat {row['rhat_max']:.3f}" if pd.notna(row.get("rhat_max")) else "R-hat not computed"
     lanes = row.get("lanes")
     if pd.notna(lanes) and int(lanes) > 1:
