@@ -65,3 +65,14 @@ def test_a_bad_input_exits_2_from_the_shell_with_one_line():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr and "no such file" in lines[0].lower()
+
+
+def test_pipeline_step_sampler_option_reaches_the_pipeline():
+    from bayesmix.cli import build_parser
+    from bayesmix.cli.pipeline import pipeline_from_args
+
+    parser = build_parser()
+    assert pipeline_from_args(parser.parse_args(["pipeline", "runs.csv"])).step_sampler == "grid"
+    assert pipeline_from_args(parser.parse_args(["pipeline", "runs.csv", "--step-sampler", "nuts"])).step_sampler == "nuts"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pipeline", "runs.csv", "--step-sampler", "hmc"])
