@@ -51,6 +51,18 @@ def test_padding_rows_are_left_out():
     assert float(qd.log_evidence(padded, 0.05)) == pytest.approx(float(qd.log_evidence(full, 0.05)), rel=1e-12)
 
 
+def test_a_curve_with_fewer_observations_than_coefficients_keeps_the_prior_elsewhere():
+    _, X, y, m, s = _case()
+    X, y = X[:2], y[:2]
+    terms = qd.whitened_svd(jnp.asarray(X), jnp.asarray(y), jnp.ones(2), jnp.asarray(m), jnp.asarray(s))
+    expected = stats.multivariate_normal(X @ m, X @ np.diag(s**2) @ X.T + 0.05**2 * np.eye(2)).logpdf(y)
+    assert float(qd.log_evidence(terms, 0.05)) == pytest.approx(expected, rel=1e-10)
+    at = lambda z: np.asarray(qd.conditional_draw(terms, 0.05, jnp.asarray(m), jnp.asarray(s), jnp.asarray(z)))  # noqa: E731
+    root = np.stack([at(e) - at(np.zeros(3)) for e in np.eye(3)], axis=1)
+    cov = np.linalg.inv(np.diag(1 / s**2) + X.T @ X / 0.05**2)
+    np.testing.assert_allclose(root @ root.T, cov, rtol=1e-6, atol=1e-14)
+
+
 def test_conditional_draw_has_the_conjugate_mean_and_covariance():
     _, X, y, m, s = _case()
     sigma = 0.05

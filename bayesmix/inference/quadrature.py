@@ -71,6 +71,9 @@ def whitened_svd(X, y, w, m, s):
     and the number of observations."""
     Xw = X * (w[:, None] * s[None, :])
     r0 = w * (y - X @ m)
+    if Xw.shape[0] < Xw.shape[1]:  # fewer rows than coefficients: zero rows give the prior's directions
+        extra = Xw.shape[1] - Xw.shape[0]
+        Xw, r0 = jnp.concatenate([Xw, jnp.zeros((extra, Xw.shape[1]), Xw.dtype)]), jnp.concatenate([r0, jnp.zeros(extra)])
     U, d, Vt = jnp.linalg.svd(Xw, full_matrices=False)
     e = U.T @ r0
     rperp2 = jnp.sum((r0 - U @ e) ** 2)
