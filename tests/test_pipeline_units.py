@@ -14,7 +14,8 @@ from bayesmix.pipeline import stages as st
 from bayesmix.inference.lanes import LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
 from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.pipeline.budget import shares
-from bayesmix.pipeline.curves import population_prior, robust_location_scale
+from bayesmix.pipeline.curves import (SHARE_SD_MIN, TAU_MIN, em_location_scale, population_prior, reweighted_em,
+                                      robust_location_scale)
 from bayesmix.data.table import RunTableError
 from bayesmix.laws import resolve_priors
 from bayesmix.pipeline.nested import Pipeline
@@ -91,6 +92,46 @@ def test_robust_population_prior():
     assert pop["floor_logit_mu"] == pytest.approx(0.0) and pop["exponent_log_mu"] == pytest.approx(np.log(0.5))
     with pytest.raises(ValueError, match="no finite point estimates"):
         robust_location_scale(np.array([np.nan]), 0.1)
+
+
+def _pilot_draws(obs, se, m0, t0, n, rng):
+    """Posterior draws (n, C) of a Gaussian mean under the prior N(m0, t0) from observations obs (C,) of sd se."""
+    var = 1.0 / (1.0 / t0**2 + 1.0 / se**2)
+    mean = var * (m0 / t0**2 + obs / se**2)
+    return mean + np.sqrt(var) * rng.standard_normal((n, obs.size))
+
+
+def test_reweighted_em_finds_the_grouped_populations_marginal_likelihood():
+    # Curves observe their log exponent and floor share with known sd se: the population's maximum
+    # marginal likelihood is the group means of the observations and tau^2 = (pooled variance) - se^2
+    rng = np.random.default_rng(0)
+    group = np.repeat([0, 1], 300)
+    true_a, true_f = np.array([np.log(0.25), np.log(0.45)]), np.array([0.88, 0.94])
+    se_a, se_f = 0.2, 0.04
+    obs_a = true_a[group] + 0.3 * rng.standard_normal(group.size) + se_a * rng.standard_normal(group.size)
+    obs_f = true_f[group] + 0.08 * rng.standard_normal(group.size) + se_f * rng.standard_normal(group.size)
+    a = _pilot_draws(obs_a, se_a, np.log(0.4), 1.0, 4000, rng)
+    f = _pilot_draws(obs_f, se_f, 0.73, 0.27, 4000, rng)
+    wide = {"exponent": (np.log(0.4), 1.0), "floor": (0.73, 0.27)}
+    floors = {"exponent": TAU_MIN["exponent"], "floor": SHARE_SD_MIN["floor"]}
+    pop, ess = reweighted_em({"exponent": a, "floor": f}, group, wide, floors)
+    means_a = np.array([obs_a[group == g].mean() for g in (0, 1)])
+    means_f = np.array([obs_f[group == g].mean() for g in (0, 1)])
+    tau_a = np.sqrt(np.mean((obs_a - means_a[group]) ** 2) - se_a**2)
+    sd_f = np.sqrt(np.mean((obs_f - means_f[group]) ** 2) - se_f**2)
+    assert np.allclose(pop["exponent"][0], means_a, atol=0.01) and pop["exponent"][1] == pytest.approx(tau_a, abs=0.01)
+    assert np.allclose(pop["floor"][0], means_f, atol=0.003) and pop["floor"][1] == pytest.approx(sd_f, abs=0.003)
+    assert ess > 100
+    # negative control: one EM step from the wide prior, with one location for both groups, takes
+    # the groups' separation for spread between curves
+    _, one_step_tau = em_location_scale(a, TAU_MIN["exponent"])
+    assert one_step_tau > tau_a + 0.1
+    # a population tighter than the floors stops at them
+    tight, _ = reweighted_em({"exponent": np.log(0.3) + 1e-4 * rng.standard_normal((50, 4)),
+                              "floor": 0.9 + 1e-5 * rng.standard_normal((50, 4))}, np.array([0, 0, 1, 1]), wide, floors)
+    assert tight["exponent"][1] == TAU_MIN["exponent"] and tight["floor"][1] == SHARE_SD_MIN["floor"]
+    with pytest.raises(ValueError, match="every group of curves needs at least one curve"):
+        reweighted_em({"exponent": a[:, :2], "floor": f[:, :2]}, np.array([0, 2]), wide, floors)
 
 
 def test_budget_shares_sum_to_one_and_clip_noise():

@@ -44,6 +44,7 @@ from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws import LawData
 from bayesmix.laws.base import pad_groups
 from bayesmix.laws.annealing import annealed_curves, annealing_mean
+from bayesmix.laws.pooled_size import curve_eval
 from bayesmix.laws.powerlaw import likelihood, power_law_mean
 
 TAU_MIN = {"floor": 0.3, "exponent": 0.15, "anneal": 0.3}
@@ -151,7 +152,7 @@ def curve_draws(lanes: LaneSamples) -> dict[str, np.ndarray]:
 
 SHARE_SD_MIN = {"floor": 0.05, "anneal": 0.05}  # least population sd of floor / y_ref and anneal / y_ref
 GRID_DRAWS = 400  # joint draws per curve
-PILOT_DRAWS = 64  # draws per curve of the first pass, whose means set the population
+PILOT_DRAWS = 256  # draws per curve of the first pass, reweighted to find the population (reweighted_em)
 
 
 def linear_basis(x, alpha):
@@ -190,17 +191,77 @@ def em_location_scale(draws: np.ndarray, scale_min: float) -> tuple[float, float
     return mu, max(float(np.sqrt(spread**2 + np.median(draws.var(axis=0)))), scale_min)
 
 
-def grid_population(draws: dict[str, np.ndarray], informative: np.ndarray, wide: dict[str, float]) -> dict:
-    """Empirical-Bayes population from the first pass's draws (:func:`em_location_scale`, with floors
-    ``TAU_MIN["exponent"]`` and ``SHARE_SD_MIN``); the anneal from the ``informative`` curves only
-    (none: ``wide``'s)."""
-    mu_a, tau_a = em_location_scale(np.log(draws["exponent"]), TAU_MIN["exponent"])
-    f_mu, f_sd = em_location_scale(draws["floor"] / draws["level"], SHARE_SD_MIN["floor"])
-    out = dict(wide, floor_share_mu=f_mu, floor_share_sd=f_sd, exponent_log_mu=mu_a, exponent_log_tau=tau_a)
+EM_TOL = 1e-5  # the population's EM stops when no location or scale moves more than this
+EM_ITERATIONS = 1000
+
+
+def _log_normal(x, mu, sd):
+    """log N(x; mu, sd) up to the constant -log sqrt(2 pi)."""
+    return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd)
+
+
+def reweighted_em(draws: dict[str, np.ndarray], group: np.ndarray, wide: dict[str, tuple[float, float]],
+                  scale_min: dict[str, float]) -> tuple[dict[str, tuple[np.ndarray, float]], float]:
+    """Type-II maximum likelihood of a grouped Gaussian population, by EM on a pilot's draws:
+
+        q_c ~ N(mu_q[g_c], tau_q)      for every quantity q (e.g. log exponent, floor / y_ref)
+
+    ``draws[q]`` (draws, C): the pilot's posterior draws under the wide prior ``wide[q]`` = (mu, tau)
+    (one location for all curves); ``group`` (C,) the group (eval domain) of each curve. The
+    posterior under a population is the pilot's reweighted by w_ci ∝ p_pop(q_ci) / p_wide(q_ci) (the
+    likelihood is the same), so each EM step is exact up to Monte Carlo error: E, every curve's
+    posterior mean and variance of each q under the current population; M, mu_g = mean over the
+    group's curves of the means, tau^2 = mean over all curves of (mean - mu_g)^2 + variance, at
+    least ``scale_min[q]``. Unlike one step from the wide prior (whose posteriors lean to the
+    shallow, low-floor end of each curve's floor-exponent ridge), the fixed point is the population's
+    maximum marginal likelihood. Returns {q: (mu (G,), tau)} and the smallest effective number of
+    pilot draws of a curve under the final weights."""
+    groups = int(group.max()) + 1
+    count = np.bincount(group, minlength=groups)
+    if np.any(count == 0):
+        raise ValueError("every group of curves needs at least one curve")
+    base = sum(_log_normal(draws[q], *wide[q]) for q in draws)
+    group_mean = lambda v: np.bincount(group, weights=v, minlength=groups) / count  # noqa: E731
+    pop = {q: (np.full(groups, float(wide[q][0])), float(wide[q][1])) for q in draws}
+    for _ in range(EM_ITERATIONS):
+        log_w = sum(_log_normal(draws[q], mu[group], tau) for q, (mu, tau) in pop.items()) - base
+        w = np.exp(log_w - log_w.max(axis=0))
+        w /= w.sum(axis=0)
+        new, moved = {}, 0.0
+        for q, (mu, tau) in pop.items():
+            mean = (w * draws[q]).sum(axis=0)
+            var = (w * (draws[q] - mean) ** 2).sum(axis=0)
+            mu_new = group_mean(mean)
+            tau_new = max(float(np.sqrt(np.mean((mean - mu_new[group]) ** 2 + var))), scale_min[q])
+            new[q] = (mu_new, tau_new)
+            moved = max(moved, float(np.abs(mu_new - mu).max()), abs(tau_new - tau))
+        pop = new
+        if moved < EM_TOL:
+            break
+    return pop, float(np.min(1.0 / (w**2).sum(axis=0)))
+
+
+def grid_population(draws: dict[str, np.ndarray], y_ref: np.ndarray, group: np.ndarray, informative: np.ndarray,
+                    wide: dict, groups: list[str]) -> dict:
+    """Empirical-Bayes population from the pilot's draws under ``wide``: exponent and floor share per
+    group (eval domain) by :func:`reweighted_em`; the anneal from the ``informative`` curves only
+    (:func:`em_location_scale`; none: ``wide``'s). JSON-able; ``groups`` names the groups."""
+    pop, ess = reweighted_em({"exponent": np.log(draws["exponent"]), "floor": draws["floor"] / y_ref[None, :]}, group,
+                             {"exponent": (wide["exponent_log_mu"], wide["exponent_log_tau"]),
+                              "floor": (wide["floor_share_mu"], wide["floor_share_sd"])},
+                             {"exponent": TAU_MIN["exponent"], "floor": SHARE_SD_MIN["floor"]})
+    out = dict(wide, exponent_log_mu=pop["exponent"][0].tolist(), exponent_log_tau=pop["exponent"][1],
+               floor_share_mu=pop["floor"][0].tolist(), floor_share_sd=pop["floor"][1], ess_min=ess, groups=list(groups))
     if informative.any() and "anneal" in draws:
         g_mu, g_sd = em_location_scale((draws["anneal"] / draws["level"])[:, informative], SHARE_SD_MIN["anneal"])
         out.update(anneal_share_mu=g_mu, anneal_share_sd=g_sd)
     return out
+
+
+def per_curve_population(population: dict, group: np.ndarray) -> dict:
+    """``population`` with every per-group list expanded to one value per curve (C,) by ``group``."""
+    return {k: (np.asarray(v, float)[group] if isinstance(v, list) and k != "groups" else v)
+            for k, v in population.items()}
 
 
 def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -209,17 +270,19 @@ def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) ->
     the HalfNormal scale (its mass beyond: 2e-9). The power law's anneal coefficient is pinned at 0 (sd 1e-9, x2 = 0)."""
     y_ref = np.asarray(batch["y_ref"], float)
     C = y_ref.size
+    per_curve = lambda v: np.broadcast_to(np.asarray(v, float), (C,))  # noqa: E731  a scalar or one value per curve
     x2 = batch["x_anneal"] if annealing else np.zeros_like(batch["x"])
-    m = y_ref[:, None] * np.array([1.0, population["floor_share_mu"], population["anneal_share_mu"] * annealing])
-    s = y_ref[:, None] * np.array([priors["level_sd"], population["floor_share_sd"],
-                                   population["anneal_share_sd"] if annealing else 1e-9])
+    m = y_ref[:, None] * np.stack([np.ones(C), per_curve(population["floor_share_mu"]),
+                                   per_curve(population["anneal_share_mu"]) * annealing], axis=1)
+    s = y_ref[:, None] * np.stack([np.full(C, priors["level_sd"]), per_curve(population["floor_share_sd"]),
+                                   per_curve(population["anneal_share_sd"]) if annealing else np.full(C, 1e-9)], axis=1)
     sigma_scale = priors["noise_scale"] * y_ref
+    alpha_mu, alpha_tau = per_curve(population["exponent_log_mu"]), per_curve(population["exponent_log_tau"])
     curves = {"x": np.stack([batch["x"], x2], axis=-1), "y": batch["y"], "mask": batch["mask"], "m": m, "s": s,
-              "alpha_mu": np.full(C, population["exponent_log_mu"]),
-              "alpha_tau": np.full(C, population["exponent_log_tau"]), "sigma_scale": sigma_scale}
-    half = max(6 * population["exponent_log_tau"], 3.0)
-    lo = np.stack([np.full(C, population["exponent_log_mu"] - half), np.log(1e-6 * y_ref)], axis=1)
-    hi = np.stack([np.full(C, population["exponent_log_mu"] + half), np.log(6 * sigma_scale)], axis=1)
+              "alpha_mu": alpha_mu, "alpha_tau": alpha_tau, "sigma_scale": sigma_scale}
+    half = np.maximum(6 * alpha_tau, 3.0)
+    lo = np.stack([alpha_mu - half, np.log(1e-6 * y_ref)], axis=1)
+    hi = np.stack([alpha_mu + half, np.log(6 * sigma_scale)], axis=1)
     return curves, lo, hi
 
 
@@ -240,20 +303,23 @@ def grid_curves(data: LawData, priors: dict, *, seed: int, n_draws: int = GRID_D
     Gaussian priors on (level, floor, anneal) given the exponent (:mod:`bayesmix.inference.quadrature`):
 
         level_c ~ N(y_ref_c, (level_sd y_ref_c)^2)        floor_c ~ N(y_ref_c mu_f, (y_ref_c tau_f)^2)
-        anneal_c ~ N(y_ref_c mu_g, (y_ref_c tau_g)^2)     log exponent_c ~ N(mu_a, tau_a)
+        anneal_c ~ N(y_ref_c mu_g, (y_ref_c tau_g)^2)     log exponent_c ~ N(mu_a[e_c], tau_a)
         sigma_c ~ HalfNormal(noise_scale y_ref_c)         y_ci ~ N(mean_ci, sigma_c^2)
 
-    Two passes: the population (mu, tau) from the priors alone (:func:`wide_population`), then
-    from the first pass's posterior means (:func:`grid_population`, empirical Bayes as in
-    :func:`population_prior`). Returns draws (n_draws, C) of ``level``, ``floor``, ``exponent``,
+    (mu_f and mu_a per eval domain e_c.) Two passes: a pilot under the population from the priors
+    alone (:func:`wide_population`), whose draws, reweighted, give the population's maximum marginal
+    likelihood (:func:`grid_population`, :func:`reweighted_em`: empirical Bayes); then the posterior
+    under it. Returns draws (n_draws, C) of ``level``, ``floor``, ``exponent``,
     ``sigma`` (and ``anneal``), the population and the checks per curve (``edge_mass``,
     ``resolution``, ``ok``)."""
     annealing = "x_anneal" in data.arrays
     wide = wide_population(priors)
     batch = curve_batch(data, data.y if y is None else y, {})
+    group = curve_eval(data)
     pilot, _ = _grid_pass(batch, priors, wide, annealing, PILOT_DRAWS, seed)
-    population = grid_population(pilot, annealed_curves(data), wide)
-    params, checks = _grid_pass(batch, priors, population, annealing, n_draws, seed + 1)
+    population = grid_population(pilot, np.asarray(batch["y_ref"], float), group, annealed_curves(data), wide,
+                                 list(data.coords["eval"]))
+    params, checks = _grid_pass(batch, priors, per_curve_population(population, group), annealing, n_draws, seed + 1)
     return params, population, checks
 
 
