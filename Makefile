@@ -21,7 +21,7 @@ demo: setup
 
 # Every test, slow ones included; pytest's exit code 5 (no tests collected) is a failure.
 test: setup
-	$(BIN)/python -m pytest -q -ra -n 2 --durations=20; rc=$$?; \
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadscope --durations=30; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-fast: setup
