@@ -258,12 +258,10 @@ def grid_population(draws: dict[str, np.ndarray], y_ref: np.ndarray, group: np.n
     return out
 
 
-PER_GROUP = ("exponent_log_mu", "floor_share_mu")  # the population's locations, one per eval domain
-
-
 def per_curve_population(population: dict, group: np.ndarray) -> dict:
-    """``population`` with its per-group locations (``PER_GROUP``) expanded to one value per curve (C,) by ``group``."""
-    return population | {k: np.asarray(population[k], float)[group] for k in PER_GROUP}
+    """``population`` with every per-group list expanded to one value per curve (C,) by ``group``."""
+    return {k: (np.asarray(v, float)[group] if isinstance(v, list) and k != "groups" else v)
+            for k, v in population.items()}
 
 
 def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) -> tuple[dict, np.ndarray, np.ndarray]:
