@@ -142,7 +142,7 @@ def step_discrepancy(early: pd.DataFrame, plan, min_step: int, final_step: int, 
     last = early.groupby("run")["step"].max()
     level = float(early.loc[early["step"] == early["run"].map(last), "loss"].median())
     bt = step_backtest(early, plan, min_step=min_step, evals=None, priors=resolve_priors("step"),
-                       weights={"train": 1.0}, level=level, seed=0, n_starts=16)
+                       weightings={"train": {"train": 1.0}}, levels={"train": level}, seed=0, n_starts=16)["train"]
     disc = Discrepancy.build({"step": bt}, {"step": float(np.log(final_step / last.min()))}, np.ones((1, 1)), seed=0)
     print(disc.table().to_string(), flush=True)
     return disc.draws(np.ones((1, 1)), n)

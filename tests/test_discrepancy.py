@@ -121,3 +121,33 @@ def test_bad_inputs_are_refused():
         scale_posterior(np.zeros(2), np.ones(2), 0.0, 0.0)
     with pytest.raises(ValueError, match="differ in shape"):
         scale_posterior(np.zeros(2), np.ones(3), 0.0, 0.1)
+
+
+def test_each_eval_domain_backtests_its_own_misses_where_the_overall_cancels():
+    from bayesmix.pipeline.backtest import overall, replayed_misses, weightings
+
+    assert weightings({"a": 1.0}) == {"overall": {"a": 1.0}}
+    weighted = weightings({"a": 0.5, "b": 0.5})
+    assert weighted == {"overall": {"a": 0.5, "b": 0.5}, "a": {"a": 1.0}, "b": {"b": 1.0}}
+    # eval a misses by +0.1 at distance 1, eval b by -0.1: the overall's misses cancel exactly
+    runs = [f"r{i}" for i in range(12)]
+    labels = pd.DataFrame({"run": np.repeat(runs, 2), "eval": ["a", "b"] * len(runs)})
+    pred = np.full(len(labels), 2.0)
+    observed = labels.assign(loss=np.where(labels["eval"] == "a", 2.1, 1.9))
+    backtests = {}
+    for name, w in weighted.items():
+        m = replayed_misses(labels, pred, np.tile(pred, (4, 1)), overall(observed, "loss", w, "run"), 1.0, w, "run")
+        backtests[name] = Backtest("step", m.assign(miss=m["observed"] - m["predicted"]), 0.005, prior_scale=0.06)
+    assert np.allclose(backtests["overall"].misses["miss"], 0.0)
+    assert np.allclose(backtests["a"].misses["miss"], 0.1) and np.allclose(backtests["b"].misses["miss"], -0.1)
+    tried = np.array([[1.0, 0.0], [0.0, 1.0]])
+    per_eval = {e: Discrepancy.build({"step": backtests[e]}, {"step": 1.0}, tried, seed=0) for e in "ab"}
+    disc = Discrepancy.build({"step": backtests["overall"]}, {"step": 1.0}, tried, seed=0)
+    disc = Discrepancy(**{**disc.__dict__, "evals": per_eval})
+    table = disc.tables().set_index(["eval", "stage"])
+    assert list(table.index) == [("overall", "step"), ("a", "step"), ("b", "step")]
+    # the overall finds no bias; each domain finds its own, far outside what the overall's spread allows
+    assert abs(table.loc[("overall", "step"), "target_mean"]) < 0.005
+    assert table.loc[("a", "step"), "target_mean"] == pytest.approx(0.1, abs=0.005)
+    assert table.loc[("b", "step"), "target_mean"] == pytest.approx(-0.1, abs=0.005)
+    assert table.loc[("overall", "step"), "target_sd"] < 0.02

@@ -175,8 +175,14 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
     r = point_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
     delta = disc.draws(r, point_result.n_draws_total)
     assert np.allclose((with_ - without).to_numpy()[:, overall], delta)
-    per_eval = (with_ - without).to_numpy()[:, ~overall].reshape(delta.shape[0], len(r), -1)
-    assert np.allclose(per_eval, delta[:, :, None] / np.sum(law.weights))  # the weighted sum stays the overall
+    assert sorted(disc.evals) == sorted(law.evals)  # each eval domain carries its own backtests' discrepancy
+    for name in law.evals:
+        pick = (with_["eval"] == name).to_numpy()
+        assert np.allclose((with_ - without).to_numpy()[:, pick], disc.evals[name].draws(r, point_result.n_draws_total))
+        own = disc.evals[name].backtests["step"].misses["miss"].to_numpy()
+        assert len(own) == runs["run"].nunique() and not np.allclose(own, disc.backtests["step"].misses["miss"])
+    assert np.allclose(np.asarray(point_result.loss_fn("val_web")(r)),
+                       with_.to_numpy()[:, (with_["eval"] == "val_web").to_numpy()])
     f = point_result.loss_fn()
     assert np.allclose(np.asarray(f(r)), with_.to_numpy()[:, overall])
     assert np.allclose(np.asarray(point_result.loss_fn(discrepancy=False)(r)), without.to_numpy()[:, overall])
@@ -207,7 +213,9 @@ def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
     _, runs = campaign
     report = report_from_pipeline(point_result, baseline="m0", runs=runs, n_random=20, optimum=False,
                                   n_multiplier=1)
-    assert report.backtest["stage"].tolist() == ["step", "size", "mix"]
+    assert report.backtest["stage"].tolist() == ["step", "size", "mix"] * 3
+    evals = report.backtest["eval"].tolist()
+    assert evals[:3] == ["overall"] * 3 and sorted(set(evals[3:])) == ["val_code", "val_web"]
     text = render_html(report)
     assert "Extrapolation backtests" in text and "borrowed from step" in text
     assert "backtest" in report.settings["seconds per stage"]

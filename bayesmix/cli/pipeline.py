@@ -101,10 +101,10 @@ def pipeline_from_args(args):
 
 def print_backtests(result, prob: float) -> list[dict]:
     """The extrapolation backtests' table, printed; its rows for the JSON summary."""
-    backtests = result.discrepancy.table(prob)
-    print("\nextrapolation backtests (misses of the overall loss; the discrepancy they set is in every "
-          "interval below):")
-    print(backtests[["stage", "source", "backtests", "max_abs_miss", "bias_median", "k_median",
+    backtests = result.discrepancy.tables(prob)
+    print("\nextrapolation backtests (misses of the overall loss and of each eval domain; the discrepancy they "
+          "set is in every interval below):")
+    print(backtests[["eval", "stage", "source", "backtests", "max_abs_miss", "bias_median", "k_median",
                      "target_distance", "target_mean", "target_sd", "coverage_without",
                      "coverage_with"]].round(4).to_string(index=False))
     return backtests.to_dict(orient="records")

@@ -13,9 +13,11 @@
   to the remaining mixtures' range widened by that range on each side (a miss no larger
   than a guess that knows only the range), so one blow-up widens the scale, not overflows it.
 
-Every miss is on the overall loss ``sum_e w_e L_e`` (the quantity decisions are made on):
-``miss = observed - predicted``. Each stage's ``noise`` is the in-sample residual sd of
-that overall loss; a replayed step or size prediction also has its own spread ``sd``, from a
+Every miss is on a weighted loss ``sum_e w_e L_e``: the overall loss (the quantity decisions
+are made on) and, with several eval domains, each eval domain alone (w = 1 on it), from the
+same replayed fits: ``miss = observed - predicted``. Errors of the eval domains partly cancel
+in the overall, so one domain's own misses can be wider than its share of the overall's; each
+gets its own discrepancy. Each stage's ``noise`` is the in-sample residual sd of that loss; a replayed step or size prediction also has its own spread ``sd``, from a
 residual bootstrap of the replayed fit (``BOOT`` refits), so that only the misses beyond the
 fit's own uncertainty count as discrepancy (:class:`bayesmix.pipeline.discrepancy.Backtest`). The
 mixing law's replays have no bootstrap (a leave-one-out fit per mixture is the cost already):
@@ -33,6 +35,7 @@ import pandas as pd
 
 from bayesmix.pipeline import stages as st
 from bayesmix.pipeline.discrepancy import PRIOR_SHARE, Backtest, Discrepancy
+from bayesmix.laws.mixing import OVERALL
 from bayesmix.laws.mixtures import mix_columns
 from bayesmix.laws.size import MIN_SIZES
 from bayesmix.decide.support import nearest_distance
@@ -66,6 +69,20 @@ def _backtest(stage: str, rows: list[pd.DataFrame], noise: list[float], level: f
     misses = pd.concat(rows, ignore_index=True)
     misses["miss"] = misses["observed"] - misses["predicted"]
     return Backtest(stage, misses, float(np.sqrt(np.mean(np.square(noise)))), PRIOR_SHARE[stage] * level)
+
+
+def _backtests(stage: str, rows: dict[str, list], noise: dict[str, list], levels: dict[str, float]) -> dict:
+    """One :class:`Backtest` (or None) per weighting, from its replayed rows and noises."""
+    return {name: _backtest(stage, rows[name], noise[name], levels[name]) for name in levels}
+
+
+def weightings(weights: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The weighted losses to backtest: ``OVERALL`` (``weights``) and, with several eval
+    domains, each one alone (``{e: 1.0}``)."""
+    out = {OVERALL: dict(weights)}
+    if len(weights) > 1:
+        out.update({e: {e: 1.0} for e in weights})
+    return out
 
 
 def last_losses(runs: pd.DataFrame) -> pd.DataFrame:
@@ -117,14 +134,16 @@ def replayed_misses(labels: pd.DataFrame, pred: np.ndarray, boot: np.ndarray, ob
 
 
 def step_backtest(runs: pd.DataFrame, plan: st.Plan, *, min_step: int, evals, priors: dict,
-                  weights: dict[str, float], level: float, seed: int, n_starts: int) -> Backtest | None:
-    """First ``STEP_CUT`` of every curve -> its last checkpoint (module docstring)."""
+                  weightings: dict[str, dict[str, float]], levels: dict[str, float], seed: int,
+                  n_starts: int) -> dict[str, Backtest | None]:
+    """First ``STEP_CUT`` of every curve -> its last checkpoint (module docstring); one
+    backtest per weighting (:func:`weightings`)."""
     last = runs.groupby("run")["step"].transform("max")
     kept = runs[(runs["step"] <= STEP_CUT * last) & (runs["step"] >= min_step)]
     enough = kept.groupby("run")["step"].nunique()
     kept = kept[kept["run"].isin(enough[enough >= MIN_CHECKPOINTS].index)]
-    observed = overall(last_losses(runs), "loss", weights, "run")
-    rows, noise = [], []
+    observed = {name: overall(last_losses(runs), "loss", w, "run") for name, w in weightings.items()}
+    rows, noise = {name: [] for name in weightings}, {name: [] for name in weightings}
     for target, group in kept.groupby(kept["run"].map(runs.groupby("run")["step"].max())):
         sub = dataclasses.replace(plan, step=True, target_step=int(target), target_schedule=None)
         with warnings.catch_warnings():
@@ -132,22 +151,25 @@ def step_backtest(runs: pd.DataFrame, plan: st.Plan, *, min_step: int, evals, pr
             stage = st.step_stage(group, sub, min_step=min_step, evals=evals, priors=priors)
         pred, boot, resid = replay(stage, seed=seed, n_starts=n_starts)
         kept_last = group.groupby(group["run"].astype(str))["step"].max()
-        rows.append(replayed_misses(stage.query.labels, pred, boot, observed, np.log(target / kept_last), weights,
-                                    "run"))
-        noise.append(overall_noise(resid, stage.data.arrays["eval"], weights, list(stage.data.coords["eval"])))
-    return _backtest("step", rows, noise, level)
+        for name, w in weightings.items():
+            rows[name].append(replayed_misses(stage.query.labels, pred, boot, observed[name],
+                                              np.log(target / kept_last), w, "run"))
+            noise[name].append(overall_noise(resid, stage.data.arrays["eval"], w, list(stage.data.coords["eval"])))
+    return _backtests("step", rows, noise, levels)
 
 
-def size_backtest(runs: pd.DataFrame, plan: st.Plan, *, evals, priors: dict, weights: dict[str, float],
-                  level: float, seed: int, n_starts: int) -> Backtest | None:
-    """Sizes 1..k of each mixture -> size k+1, for every k >= ``MIN_SIZES`` (module docstring)."""
+def size_backtest(runs: pd.DataFrame, plan: st.Plan, *, evals, priors: dict,
+                  weightings: dict[str, dict[str, float]], levels: dict[str, float], seed: int,
+                  n_starts: int) -> dict[str, Backtest | None]:
+    """Sizes 1..k of each mixture -> size k+1, for every k >= ``MIN_SIZES`` (module docstring);
+    one backtest per weighting (:func:`weightings`)."""
     ends = last_losses(runs if evals is None else runs[runs["eval"].isin(evals)])
     frame = st.run_mixtures_frame(runs)
     labels = st.with_mixtures(ends[["run", "eval", "size", "step"]].astype({"run": str, "eval": str})
                               .reset_index(drop=True), frame)
     loss = ends["loss"].to_numpy(float)
     sizes = sorted(labels["size"].unique())
-    rows, noise = [], []
+    rows, noise = {name: [] for name in weightings}, {name: [] for name in weightings}
     for k in range(MIN_SIZES, len(sizes)):
         fit = (labels["size"] < sizes[k]).to_numpy()
         sub = dataclasses.replace(plan, size=True, target_size=int(sizes[k]))
@@ -159,11 +181,12 @@ def size_backtest(runs: pd.DataFrame, plan: st.Plan, *, evals, priors: dict, wei
             continue
         pred, boot, resid = replay(stage, seed=seed, n_starts=n_starts)
         at = (labels["size"] == sizes[k]).to_numpy()
-        observed = overall(labels[at].assign(loss=loss[at]), "loss", weights, "mixture")
-        rows.append(replayed_misses(st.size_labels(stage), pred, boot, observed, np.log(sizes[k] / sizes[k - 1]),
-                                    weights, "mixture"))
-        noise.append(overall_noise(resid, stage.data.arrays["eval"], weights, list(stage.data.coords["eval"])))
-    return _backtest("size", rows, noise, level)
+        for name, w in weightings.items():
+            observed = overall(labels[at].assign(loss=loss[at]), "loss", w, "mixture")
+            rows[name].append(replayed_misses(st.size_labels(stage), pred, boot, observed,
+                                              np.log(sizes[k] / sizes[k - 1]), w, "mixture"))
+            noise[name].append(overall_noise(resid, stage.data.arrays["eval"], w, list(stage.data.coords["eval"])))
+    return _backtests("size", rows, noise, levels)
 
 
 def left_out_units(r: np.ndarray, *, seed: int, limit: int = MAX_LEFT_OUT) -> np.ndarray:
@@ -185,21 +208,25 @@ def widened_range(values: pd.Series) -> tuple[float, float]:
 
 
 def mix_backtest(labels: pd.DataFrame, mean: np.ndarray, plan: st.Plan, *, unit: str, weights: dict[str, float],
-                 priors: dict, level: float, seed: int, n_starts: int) -> Backtest | None:
-    """Leave one mixture out of the mixing law, predict it (module docstring)."""
+                 weightings: dict[str, dict[str, float]], priors: dict, levels: dict[str, float], seed: int,
+                 n_starts: int) -> dict[str, Backtest | None]:
+    """Leave one mixture out of the mixing law (fitted with the eval ``weights``), predict it
+    (module docstring); one backtest per weighting (:func:`weightings`)."""
     cols = mix_columns(labels)
     units = labels[[unit, *cols]].drop_duplicates(unit).reset_index(drop=True)
     r = units[cols].to_numpy(float)
-    observed = overall(labels.assign(value=mean), "value", weights, unit)
+    observed = {name: overall(labels.assign(value=mean), "value", w, unit) for name, w in weightings.items()}
     nearest = nearest_distance(r)
-    rows, noise = [], []
+    rows, noise = {name: [] for name in weightings}, {name: [] for name in weightings}
+    none = {name: None for name in weightings}
     with warnings.catch_warnings(), jax.enable_x64(True):
         warnings.simplefilter("ignore")
         full = st.mix_stage(labels, mean, plan, unit=unit, weights=weights, priors=priors)
         point = {k: np.asarray(v)[None] for k, v in st.point_fit(full, full.data.y, seed=seed,
                                                                    n_starts=n_starts).items()}
         resid = full.data.y - st.fitted_at_obs(full, point)[0]
-        noise.append(overall_noise(resid, full.data.arrays["eval"], weights, list(full.data.coords["eval"])))
+        for name, w in weightings.items():
+            noise[name].append(overall_noise(resid, full.data.arrays["eval"], w, list(full.data.coords["eval"])))
         for i in left_out_units(r, seed=seed):
             name = str(units[unit].iloc[i])
             keep = (labels[unit].astype(str) != name).to_numpy()
@@ -207,16 +234,19 @@ def mix_backtest(labels: pd.DataFrame, mean: np.ndarray, plan: st.Plan, *, unit:
                 stage = st.mix_stage(labels[keep].reset_index(drop=True), mean[keep], plan, unit=unit,
                                      weights=weights, priors=priors)
             except Exception:  # too few mixtures left for the law: nothing to replay
-                return None
+                return none
             fit = {k: np.asarray(v)[None] for k, v in st.point_fit(stage, stage.data.y, seed=seed,
                                                                      n_starts=n_starts).items()}
             query = stage.law.query(stage.data, mixtures=units.iloc[[i]].rename(columns={unit: "mixture"}))
             pred = st.predict_stage(stage, fit, query)[0]
-            predicted = overall(query.labels.astype({"eval": str}).assign(value=pred, unit=name), "value",
-                                weights, "unit").clip(*widened_range(observed.drop(name, errors="ignore")))
-            rows.append(pd.DataFrame({"unit": [name], "distance": [nearest[i]], "predicted": predicted.to_numpy(),
-                                      "observed": [observed.get(name, np.nan)]}))
-    return _backtest("mix", rows, noise, level)
+            for label, w in weightings.items():
+                seen = observed[label]
+                predicted = overall(query.labels.astype({"eval": str}).assign(value=pred, unit=name), "value",
+                                    w, "unit").clip(*widened_range(seen.drop(name, errors="ignore")))
+                rows[label].append(pd.DataFrame({"unit": [name], "distance": [nearest[i]],
+                                                 "predicted": predicted.to_numpy(),
+                                                 "observed": [seen.get(name, np.nan)]}))
+    return _backtests("mix", rows, noise, levels)
 
 
 def target_distances(runs: pd.DataFrame, plan: st.Plan, handed_off_runs: list[str] | None = None) -> dict:
@@ -234,27 +264,37 @@ def target_distances(runs: pd.DataFrame, plan: st.Plan, handed_off_runs: list[st
 def fit_discrepancy(runs: pd.DataFrame, plan: st.Plan, mix_input: tuple[pd.DataFrame, np.ndarray, str], *,
                     tried: np.ndarray, weights: dict[str, float], priors: dict, min_step: int, evals,
                     handed_off_runs: list[str] | None, seed: int, n_starts: int = 4) -> Discrepancy:
-    """Run every stage's backtest and build the :class:`bayesmix.pipeline.discrepancy.Discrepancy`.
+    """Run every stage's backtest and build the :class:`bayesmix.pipeline.discrepancy.Discrepancy`
+    of the overall loss, with one per eval domain in its ``evals`` when there are several.
 
     ``mix_input``: (labels, mean values, unit) the mixing stage was fitted on; ``tried``
-    (k, M): its mixtures; ``priors``: per stage. The typical overall loss (median over the
-    mixing stage's inputs) sets the prior scales."""
+    (k, M): its mixtures; ``priors``: per stage. The typical loss of each weighting (median over
+    the mixing stage's inputs) sets its prior scales."""
     labels, mean, unit = mix_input
-    level = float(np.median(overall(labels.assign(value=mean), "value", weights, unit)))
-    backtests = {}
+    weighted = weightings(weights)
+    levels = {name: float(np.median(overall(labels.assign(value=mean), "value", w, unit)))
+              for name, w in weighted.items()}
+    per_stage = {}
     if plan.step:
-        backtests["step"] = step_backtest(runs, plan, min_step=min_step, evals=evals, priors=priors["step"],
-                                          weights=weights, level=level, seed=seed, n_starts=n_starts)
+        per_stage["step"] = step_backtest(runs, plan, min_step=min_step, evals=evals, priors=priors["step"],
+                                          weightings=weighted, levels=levels, seed=seed, n_starts=n_starts)
     if plan.size:
-        backtests["size"] = size_backtest(runs, plan, evals=evals, priors=priors["size"], weights=weights,
-                                          level=level, seed=seed, n_starts=n_starts)
-    backtests["mix"] = mix_backtest(labels, mean, plan, unit=unit, weights=weights, priors=priors["mix"],
-                                    level=level, seed=seed, n_starts=n_starts)
-    for name in list(backtests):
-        if backtests[name] is None:  # nothing to replay: the scale keeps its prior
-            backtests[name] = Backtest(name, pd.DataFrame(columns=["unit", "distance", "predicted", "observed",
-                                                                   "miss"]), 0.0, PRIOR_SHARE[name] * level)
-    return Discrepancy.build(backtests, target_distances(runs, plan, handed_off_runs), tried, seed=seed)
+        per_stage["size"] = size_backtest(runs, plan, evals=evals, priors=priors["size"], weightings=weighted,
+                                          levels=levels, seed=seed, n_starts=n_starts)
+    per_stage["mix"] = mix_backtest(labels, mean, plan, unit=unit, weights=weights, weightings=weighted,
+                                    priors=priors["mix"], levels=levels, seed=seed, n_starts=n_starts)
+    distances = target_distances(runs, plan, handed_off_runs)
+
+    def build(name: str) -> Discrepancy:
+        backtests = {}
+        for stage, by_weighting in per_stage.items():
+            backtests[stage] = by_weighting[name] or Backtest(  # nothing to replay: the scale keeps its prior
+                stage, pd.DataFrame(columns=["unit", "distance", "predicted", "observed", "miss"]), 0.0,
+                PRIOR_SHARE[stage] * levels[name])
+        return Discrepancy.build(backtests, distances, tried, seed=seed)
+
+    per_eval = {name: build(name) for name in weighted if name != OVERALL}
+    return dataclasses.replace(build(OVERALL), evals=per_eval)
 
 
-__all__ = ["fit_discrepancy", "mix_backtest", "size_backtest", "step_backtest", "target_distances"]
+__all__ = ["fit_discrepancy", "mix_backtest", "size_backtest", "step_backtest", "target_distances", "weightings"]

@@ -86,16 +86,15 @@ def mean_variance(stage: st.Stage, params: dict[str, np.ndarray], mixtures: pd.D
 
 def discrepancy_variance(result, eval: str) -> tuple[float, str | None]:
     """Variance of the discrepancy at the observed mixtures, averaged over them (for ``eval``: the
-    overall's delta, or delta / sum_e w_e for one eval domain), and the stage contributing most
-    of it at the target (None without a discrepancy)."""
+    overall's delta, or the eval domain's own: :meth:`PipelineResult.eval_discrepancy`), and the
+    stage contributing most of it at the target (None without a discrepancy)."""
     from bayesmix.laws.mixtures import mix_columns
 
-    disc = result.discrepancy
-    if disc is None:
+    if result.discrepancy is None:
         return 0.0, None
+    disc, per = result.eval_discrepancy(eval)
     mixtures = result.observed_mixtures()
     delta = disc.draws(mixtures[mix_columns(mixtures)].to_numpy(float), result.n_draws_total)
-    per = result.discrepancy_share(eval)
     table = disc.table().set_index("stage")["target_sd"].fillna(0.0)
     return float((per * delta).var(axis=0, ddof=1).mean()), str(table.idxmax()) if len(table) else None
 

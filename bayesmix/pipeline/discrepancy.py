@@ -28,6 +28,13 @@ r; length = the trust radius of :mod:`bayesmix.decide.support`): nearby mixtures
 ones independently, so P(r beats a tried baseline) widens with distance. The step and size
 biases shift every mixture alike and cancel in comparisons.
 
+With several eval domains, the overall loss's discrepancy is calibrated on the overall's
+misses and each eval domain's on its own (``Discrepancy.evals``): the domains' errors partly
+cancel in the weighted sum, so a domain alone can miss by more than its share of the overall's
+miss, and its interval must say so. The per-domain discrepancies share the overall's field
+(the same seed), so they move together; the weighted sum of the domains' intervals is then
+not the overall's interval, which its own backtests calibrate.
+
 A step or size stage that ran but could not be replayed (e.g. three model sizes: the
 size law needs three to fit and a fourth to predict) *borrows* the other log-ratio stage's
 spread: zero bias and k_d = sqrt(b_d^2 + k_d^2) of the lender's draws, i.e. the lender's
@@ -52,6 +59,7 @@ import pandas as pd
 from scipy import stats
 
 from bayesmix.decide.support import support_distance, trust_radius
+from bayesmix.laws.mixing import OVERALL
 
 STAGES = ("step", "size", "mix")
 PRIOR_SHARE = {"step": 0.03, "size": 0.03, "mix": 0.10}
@@ -199,7 +207,9 @@ class Discrepancy:
 
     ``backtests``: per stage (stages that did not run are absent); ``target_distance``:
     x_step and x_size at the target (0 for a skipped stage); ``tried`` (k, M): the mixtures
-    the mixing law saw; ``length``: the field's correlation length (TV).
+    the mixing law saw; ``length``: the field's correlation length (TV); ``evals``: per eval
+    domain, the discrepancy calibrated on that domain's own backtest misses (empty with one
+    eval domain, or for a discrepancy that is itself one domain's).
     """
 
     backtests: dict[str, Backtest]
@@ -208,6 +218,7 @@ class Discrepancy:
     length: float
     seed: int = 0
     lender: dict[str, str] = dataclasses.field(default_factory=dict)
+    evals: dict[str, "Discrepancy"] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, backtests: dict[str, Backtest], target_distance: dict[str, float], tried: np.ndarray,
@@ -312,6 +323,13 @@ class Discrepancy:
                          "coverage_without": bt.coverage(prob, discrepancy=False),
                          "coverage_with": bt.coverage(prob)})
         return pd.DataFrame(rows)
+
+    def tables(self, prob: float = 0.9) -> pd.DataFrame:
+        """:meth:`table` of the overall loss and of each eval domain's own discrepancy, with
+        the loss in a first column ``eval``."""
+        parts = {OVERALL: self, **self.evals}
+        return pd.concat([d.table(prob).assign(eval=name) for name, d in parts.items()], ignore_index=True)[
+            ["eval", *self.table(prob).columns]]
 
 
 __all__ = ["Backtest", "Discrepancy", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",

@@ -97,8 +97,8 @@ class PipelineResult:
         (draw, point). ``eval`` includes ``overall`` (weighted) when there are
         several eval domains. ``kind="observation"`` adds the mixing law's noise;
         ``discrepancy`` (when the pipeline has one) adds the backtest-calibrated
-        extrapolation discrepancy delta(r) to the overall loss, and delta / sum_e w_e to
-        each eval domain so that the weighted sum stays the overall.
+        extrapolation discrepancy delta(r) to the overall loss and to each eval domain its
+        own, calibrated on its own backtests (:meth:`eval_discrepancy`).
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -116,17 +116,23 @@ class PipelineResult:
         array = labelled_draws(values, query.labels)
         return array if draws else summarise_draws(array, prob)
 
-    def discrepancy_share(self, eval: str) -> float:
-        """The part of the overall loss's discrepancy that ``eval`` carries: 1 for the overall,
-        1 / sum_e w_e for each eval domain (so that the weighted sum stays the overall)."""
-        return 1.0 if eval == OVERALL else 1.0 / float(np.sum(self.stages["mix"].data.meta["weights"]))
+    def eval_discrepancy(self, eval: str) -> tuple[Discrepancy, float]:
+        """The discrepancy that ``eval``'s loss carries, and its factor: the overall's own (1);
+        an eval domain's own when its backtests calibrated one (1); else the overall's, scaled
+        by 1 / sum_e w_e (a pipeline saved before the per-domain discrepancies)."""
+        if eval != OVERALL and eval in self.discrepancy.evals:
+            return self.discrepancy.evals[eval], 1.0
+        weights = self.stages["mix"].data.meta["weights"]
+        return self.discrepancy, 1.0 if eval == OVERALL else 1.0 / float(np.sum(weights))
 
     def _delta(self, query, n_draws: int) -> np.ndarray:
         """The discrepancy at every point of a mixing-law query: (draws, points)."""
         r = query.arrays["r_centered"] + np.asarray(self.stages["mix"].data.meta["r0"])
-        delta = self.discrepancy.draws(r, n_draws)  # (draws, mixtures)
-        per = np.array([self.discrepancy_share(e) for e in query.evals])
-        return (delta[:, :, None] * per[None, None, :]).reshape(n_draws, -1)
+        delta = np.zeros((n_draws, len(r), len(query.evals)))
+        for e, name in enumerate(query.evals):
+            disc, factor = self.eval_discrepancy(name)
+            delta[:, :, e] = factor * disc.draws(r, n_draws)  # (draws, mixtures)
+        return delta.reshape(n_draws, -1)
 
     def predict_point(self, mixtures=None) -> pd.DataFrame:
         """The mixing law's point-fit prediction chained from the stages' means: labels + ``point``."""
@@ -162,9 +168,11 @@ class PipelineResult:
         pick = None if eval == OVERALL else evals.index(eval)
         ratio = None if self.lane_ratio is None else jnp.asarray(self.lane_ratio)
         lanes = jnp.asarray(self.lane_of_draw[idx])
-        delta = (self.discrepancy.jax_fn(n, idx) if discrepancy and self.discrepancy is not None
-                 else (lambda r: 0.0))
-        per = self.discrepancy_share(eval)
+        if discrepancy and self.discrepancy is not None:
+            disc, per = self.eval_discrepancy(eval)
+            delta = disc.jax_fn(n, idx)
+        else:
+            delta, per = (lambda r: 0.0), 0.0
 
         def f(r):
             per_eval = m4_draws(r - r0, level, floor, t)  # (draws, n, E)

@@ -537,7 +537,7 @@ def report_from_pipeline(
     if truth is not None:
         add_truth(report, result, truth, prob=prob, seed=seed)
     if result.discrepancy is not None:
-        report.backtest = result.discrepancy.table(prob)
+        report.backtest = result.discrepancy.tables(prob)
     params = {k: result.params[k] for k in ("level", "floor", "t", "sigma") if k in result.params}
     mix = result.stages["mix"]
     surface = loss_surface_fn(params, mix.law, mix.data, seed=seed)
