@@ -279,7 +279,7 @@ def test_moments_mode_uses_one_fit_per_stage(campaign):
 
 @pytest.mark.slow
 def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
-    _, runs = campaign
+    law, runs = campaign
     one = runs[(runs["size"] == 20_000_000) & (runs["step"] == runs["step"].max())]
     path = tmp_path / "runs.csv"
     one.to_csv(path, index=False)
@@ -301,7 +301,9 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     assert inside["hull_distance"] >= 0 and inside["inside_hull"]["feasible"]
     # a single scale: only the mixing law is replayed (every mixture left out once)
     assert "extrapolation backtests" in printed
-    assert [row["stage"] for row in content["discrepancy"]] == ["mix"] and content["discrepancy"][0]["backtests"] == 8
+    rows = content["discrepancy"]
+    assert [row["stage"] for row in rows if row["eval"] == "overall"] == ["mix"] and rows[0]["backtests"] == 8
+    assert {row["eval"] for row in rows} == {"overall", *law.evals} and {row["stage"] for row in rows} == {"mix"}
     # the saved pipeline feeds the other commands
     fit_dir, nxt, report = tmp_path / "fit", tmp_path / "next.csv", tmp_path / "r.html"
     code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--out", str(fit_dir),

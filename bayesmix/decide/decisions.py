@@ -351,8 +351,12 @@ def effective_compute_multiplier(result, mixture, baseline: str, *, eval: str | 
     point_mix = draws["mixture"].to_numpy().astype(str)
     values = draws.to_numpy()
     per_eval = [e for e in evals] if eval == OVERALL else [eval]
-    target = values[:, (point_mix == "mixture") & (point_eval == eval)][:, 0]
     level = np.stack([values[:, (point_mix == label) & (point_eval == e)][:, 0] for e in per_eval], axis=1)
+    weights = np.asarray(result.stages["mix"].data.meta["weights"]) if eval == OVERALL else None
+    # the target from the same per-domain draws as the baseline's level (each domain with its own
+    # discrepancy), so that the baseline over itself is exactly 1
+    mine_draws = np.stack([values[:, (point_mix == "mixture") & (point_eval == e)][:, 0] for e in per_eval], axis=1)
+    target = mine_draws[:, 0] if weights is None else mine_draws @ weights
     shape = result.step_shape
     labels = shape["labels"]
     mine = labels["mixture"].astype(str) == label
@@ -365,7 +369,6 @@ def effective_compute_multiplier(result, mixture, baseline: str, *, eval: str | 
         cols = np.flatnonzero((mine & (labels["size"] == largest) & (labels["eval"].astype(str) == e)).to_numpy())
         reducible.append(shape["reducible"][:, cols].mean(axis=1)[lane])
         exponent.append(shape["exponent"][:, cols].mean(axis=1)[lane])
-    weights = np.asarray(result.stages["mix"].data.meta["weights"]) if eval == OVERALL else None
     k = compute_multiplier(target, level, np.stack(reducible, 1), np.stack(exponent, 1), weights)
     return {"baseline": label, "eval": eval, "size_of_step_law": int(largest), **summarise_multiplier(k, prob)}
 
