@@ -351,12 +351,15 @@ def effective_compute_multiplier(result, mixture, baseline: str, *, eval: str | 
     point_mix = draws["mixture"].to_numpy().astype(str)
     values = draws.to_numpy()
     per_eval = [e for e in evals] if eval == OVERALL else [eval]
-    level = np.stack([values[:, (point_mix == label) & (point_eval == e)][:, 0] for e in per_eval], axis=1)
+
+    def per_eval_draws(name: str) -> np.ndarray:  # (draws, len(per_eval)) of one mixture
+        return np.stack([values[:, (point_mix == name) & (point_eval == e)][:, 0] for e in per_eval], axis=1)
+
+    level = per_eval_draws(label)
     weights = np.asarray(result.stages["mix"].data.meta["weights"]) if eval == OVERALL else None
     # the target from the same per-domain draws as the baseline's level (each domain with its own
     # discrepancy), so that the baseline over itself is exactly 1
-    mine_draws = np.stack([values[:, (point_mix == "mixture") & (point_eval == e)][:, 0] for e in per_eval], axis=1)
-    target = mine_draws[:, 0] if weights is None else mine_draws @ weights
+    target = per_eval_draws("mixture") @ (np.ones(1) if weights is None else weights)
     shape = result.step_shape
     labels = shape["labels"]
     mine = labels["mixture"].astype(str) == label

@@ -17,10 +17,10 @@ Every miss is on a weighted loss ``sum_e w_e L_e``: the overall loss (the quanti
 are made on) and, with several eval domains, each eval domain alone (w = 1 on it), from the
 same replayed fits: ``miss = observed - predicted``. Errors of the eval domains partly cancel
 in the overall, so one domain's own misses can be wider than its share of the overall's; each
-gets its own discrepancy. Each stage's ``noise`` is the in-sample residual sd of that loss; a replayed step or size prediction also has its own spread ``sd``, from a
-residual bootstrap of the replayed fit (``BOOT`` refits), so that only the misses beyond the
-fit's own uncertainty count as discrepancy (:class:`bayesmix.pipeline.discrepancy.Backtest`). The
-mixing law's replays have no bootstrap (a leave-one-out fit per mixture is the cost already):
+gets its own discrepancy. Each stage's ``noise`` is the in-sample residual sd of that loss; a
+replayed step or size prediction also has its own spread ``sd``, from a residual bootstrap of
+the replayed fit (``BOOT`` refits), so that only the misses beyond the fit's own uncertainty
+count as discrepancy (:class:`bayesmix.pipeline.discrepancy.Backtest`). The mixing law's replays have no bootstrap (a leave-one-out fit per mixture is the cost already):
 their misses count whole, which widens intervals away from the tried mixtures only.
 """
 

@@ -327,9 +327,8 @@ class Discrepancy:
     def tables(self, prob: float = 0.9) -> pd.DataFrame:
         """:meth:`table` of the overall loss and of each eval domain's own discrepancy, with
         the loss in a first column ``eval``."""
-        parts = {OVERALL: self, **self.evals}
-        return pd.concat([d.table(prob).assign(eval=name) for name, d in parts.items()], ignore_index=True)[
-            ["eval", *self.table(prob).columns]]
+        parts = [d.table(prob).assign(eval=name) for name, d in {OVERALL: self, **self.evals}.items()]
+        return pd.concat(parts, ignore_index=True)[["eval", *parts[0].columns.drop("eval")]]
 
 
 __all__ = ["Backtest", "Discrepancy", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",

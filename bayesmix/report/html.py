@@ -307,7 +307,8 @@ def _backtest_frame(table: pd.DataFrame, prob: float) -> pd.DataFrame:
                      f"{row['target_mean']:+.3f} ± {row['target_sd']:.3f} at {row['target_distance']:.2f}")
         coverage = ("" if pd.isna(row["coverage_with"]) else
                     f"{row['coverage_without']:.0%} → {row['coverage_with']:.0%}")
-        rows.append({**({"loss": row["eval"]} if "eval" in row else {}), "stage": row["stage"], "replayed": STAGE_REPLAY.get(row["stage"], ""), "from": source,
+        loss = {"loss": row["eval"]} if "eval" in row else {}
+        rows.append({**loss, "stage": row["stage"], "replayed": STAGE_REPLAY.get(row["stage"], ""), "from": source,
                      "distance": row["distance"], "largest miss": "" if pd.isna(row["max_abs_miss"])
                      else f"{row['max_abs_miss']:.3f}", "bias / unit": per_unit(row, "bias_median"),
                      "spread / unit": per_unit(row, "k_median"), "at the target (mean ± sd)": at_target,
