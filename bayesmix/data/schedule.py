@@ -95,6 +95,10 @@ class Schedule:
                 else peak - (peak - low) * p
         return np.where(s <= self.warmup, warm, after)
 
+    def rate_share(self, steps) -> np.ndarray:
+        """Learning rate at ``steps`` as a share of the peak: ``lr(steps) / peak_lr``, same shape."""
+        return self.lr(steps) / self.peak_lr
+
     def areas(self, steps, momentum: float = ANNEAL_MOMENTUM) -> tuple[np.ndarray, np.ndarray]:
         """(S1, S2) at ``steps`` (1-D array of positive integers): the forward and annealing
         areas of the module docstring, in steps at the peak rate."""
@@ -104,7 +108,7 @@ class Schedule:
         if np.any(steps < 1) or np.any(steps != np.round(steps)):
             raise ScheduleError(f"areas need positive integer steps, got {steps.tolist()[:8]}")
         grid = np.arange(1, int(steps.max()) + 1)
-        rate = self.lr(grid) / self.peak_lr
+        rate = self.rate_share(grid)
         drop = np.diff(rate, prepend=rate[0]) * -1.0
         drop[grid <= self.warmup] = 0.0  # the warm-up's rise is not an anneal
         m = lfilter([1.0], [1.0, -momentum], drop)
@@ -151,7 +155,8 @@ def run_schedules(runs: pd.DataFrame) -> dict[str, Schedule]:
     return {str(r["run"]): _spec_from_row(r) for r in first.to_dict(orient="records")}
 
 
-def _few(items, limit: int = 8) -> str:
+def short_list(items, limit: int = 8) -> str:
+    """``a, b, c ... (n in all)``: a short list for error messages."""
     items = list(items)
     return ", ".join(map(str, items[:limit])) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
@@ -177,10 +182,10 @@ def check_schedule(df: pd.DataFrame) -> pd.DataFrame:
         if varying.to_numpy().any():
             cols = [c for c in present if varying[c].any()]
             raise ScheduleError(f"the schedule changes between rows of run(s) "
-                                f"{_few(varying.index[varying.any(axis=1)])} (column(s) {_few(cols)})")
+                                f"{short_list(varying.index[varying.any(axis=1)])} (column(s) {short_list(cols)})")
         partial = ~specced & df[required].notna().any(axis=1)
         if partial.any():
-            raise ScheduleError(f"run(s) {_few(df.loc[partial, 'run'].unique())} give part of a schedule spec "
+            raise ScheduleError(f"run(s) {short_list(df.loc[partial, 'run'].unique())} give part of a schedule spec "
                                 f"but no schedule.shape")
         out = df.copy()
         out.loc[specced, SCHEDULE_PREFIX + "shape"] = (out.loc[specced, SCHEDULE_PREFIX + "shape"].astype(str)
@@ -195,7 +200,7 @@ def check_schedule(df: pd.DataFrame) -> pd.DataFrame:
         bad = (~np.isfinite(lr) | (lr <= 0)) & out[LR_COLUMN].notna().to_numpy()
         if bad.any():
             raise ScheduleError(f"column 'lr' must hold positive finite learning rates; bad values in run(s) "
-                                f"{_few(out.loc[bad, 'run'].unique())}")
+                                f"{short_list(out.loc[bad, 'run'].unique())}")
         if present and specced.any():
             specs = run_schedules(out)
             expected = np.array([specs[str(r)].lr(s) if str(r) in specs else v
@@ -203,7 +208,7 @@ def check_schedule(df: pd.DataFrame) -> pd.DataFrame:
             off = np.abs(lr - expected) > LR_RTOL * expected
             if off.any():
                 raise ScheduleError(f"column 'lr' disagrees with the schedule spec in run(s) "
-                                    f"{_few(out.loc[off, 'run'].unique())} (e.g. step "
+                                    f"{short_list(out.loc[off, 'run'].unique())} (e.g. step "
                                     f"{int(out.loc[off, 'step'].iloc[0])}: lr {lr[off][0]:.4g}, spec "
                                     f"{expected[off][0]:.4g})")
         out = out.copy() if out is df else out

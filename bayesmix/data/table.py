@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.data.io import atomic_write
-from bayesmix.data.schedule import ScheduleError, check_schedule
+from bayesmix.data.schedule import ScheduleError, check_schedule, short_list
 
 __all__ = [
     "MIX_PREFIX",
@@ -95,13 +95,6 @@ def domains(df: pd.DataFrame) -> list[str]:
     return [c[len(MIX_PREFIX):] for c in mixture_columns(df)]
 
 
-def _few(items: Iterable, limit: int = 8) -> str:
-    """``a, b, c ... (n in all)``: a short list for error messages."""
-    items = list(items)
-    head = ", ".join(map(str, items[:limit]))
-    return head + (f" ... ({len(items)} in all)" if len(items) > limit else "")
-
-
 def _num(x) -> str:
     """A step or size for messages: ``20`` rather than ``20.0``."""
     return f"{x:.0f}" if np.isfinite(x) and x == round(x) else str(x)
@@ -157,7 +150,7 @@ def _text_column(values: pd.Series, name: str) -> pd.Series:
     missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     if missing.any():
         raise RunTableError(f"column {name!r} is missing or empty in {int(missing.sum())} row(s) "
-                            f"(row positions {_few(np.flatnonzero(missing))})")
+                            f"(row positions {short_list(np.flatnonzero(missing))})")
     return values.astype(str)
 
 
@@ -169,8 +162,8 @@ def _numeric_column(df: pd.DataFrame, name: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna().to_numpy() & values.notna().to_numpy()
     if bad.any():
-        raise RunTableError(f"column {name!r} has non-numeric values in run(s) {_few(df.loc[bad, 'run'].unique())}: "
-                            f"{_few(repr(v) for v in values[bad].unique())}")
+        raise RunTableError(f"column {name!r} has non-numeric values in run(s) {short_list(df.loc[bad, 'run'].unique())}: "
+                            f"{short_list(repr(v) for v in values[bad].unique())}")
     return pd.Series(numbers.to_numpy(dtype=np.float64, na_value=np.nan), index=values.index, name=name)
 
 
@@ -189,14 +182,14 @@ def _check_integers(df: pd.DataFrame, name: str) -> None:
     bad = ~np.isfinite(values) | (values <= 0) | (values != np.round(values))
     if bad.any():
         raise RunTableError(f"column {name!r} must hold positive integers; bad values "
-                            f"{_few(pd.unique(values[bad]))} in run(s) {_few(df.loc[bad, 'run'].unique())}")
+                            f"{short_list(pd.unique(values[bad]))} in run(s) {short_list(df.loc[bad, 'run'].unique())}")
 
 
 def _check_losses(df: pd.DataFrame) -> None:
     loss = df["loss"].to_numpy(np.float64)
     bad = ~np.isfinite(loss) | (loss <= 0)
     if bad.any():
-        where = _few(f"{r.run}@{_num(r.step)}/{r.eval}={r.loss}" for r in df.loc[bad, ["run", "step", "eval", "loss"]]
+        where = short_list(f"{r.run}@{_num(r.step)}/{r.eval}={r.loss}" for r in df.loc[bad, ["run", "step", "eval", "loss"]]
                      .itertuples())
         raise RunTableError(f"losses must be finite and positive; bad rows (run@step/eval=loss): {where}")
 
@@ -207,21 +200,21 @@ def _check_range(df: pd.DataFrame, cols: list[str]) -> None:
     if outside.any():
         bad_rows, bad_cols = np.nonzero(outside)
         raise RunTableError(
-            f"proportions must lie in [0, 1]; bad values in column(s) {_few(cols[j] for j in sorted(set(bad_cols)))} "
-            f"of run(s) {_few(df['run'].iloc[bad_rows].unique())}"
+            f"proportions must lie in [0, 1]; bad values in column(s) {short_list(cols[j] for j in sorted(set(bad_cols)))} "
+            f"of run(s) {short_list(df['run'].iloc[bad_rows].unique())}"
         )
 
 
 def _check_constant_within_run(df: pd.DataFrame, cols: list[str]) -> None:
     varying = df.groupby("run", sort=False)[["size", *cols]].nunique(dropna=False) > 1
     if varying["size"].any():
-        raise RunTableError(f"the size changes between rows of run(s) {_few(varying.index[varying['size']])}")
+        raise RunTableError(f"the size changes between rows of run(s) {short_list(varying.index[varying['size']])}")
     mix = varying[cols]
     runs = mix.any(axis=1)
     if runs.any():
         changed = [c for c in cols if mix[c].any()]
-        raise RunTableError(f"the mixture changes between rows of run(s) {_few(mix.index[runs])} "
-                            f"(column(s) {_few(changed)})")
+        raise RunTableError(f"the mixture changes between rows of run(s) {short_list(mix.index[runs])} "
+                            f"(column(s) {short_list(changed)})")
 
 
 def _renormalise(df: pd.DataFrame, cols: list[str], tol: float, note: str) -> pd.DataFrame:
@@ -234,7 +227,7 @@ def _renormalise(df: pd.DataFrame, cols: list[str], tol: float, note: str) -> pd
         runs = df.loc[far, ["run"]].assign(total=sums[far]).drop_duplicates("run")
         raise RunTableError(
             f"proportions must sum to 1 (tolerance {tol}); run(s) sum to "
-            f"{_few(f'{x.run}: {x.total:.4f}' for x in runs.itertuples())}"
+            f"{short_list(f'{x.run}: {x.total:.4f}' for x in runs.itertuples())}"
         )
     # Rows already 1 up to the round-off of their own sum are left alone, so validation is idempotent.
     fix = off > len(cols) * np.finfo(np.float64).eps
@@ -259,7 +252,7 @@ def _check_duplicates(df: pd.DataFrame) -> None:
     if dup.any():
         keys = df.loc[dup, ["run", "step", "eval"]].drop_duplicates()
         raise RunTableError("duplicate (run, step, eval) rows: "
-                            + _few(f"({k.run}, {_num(k.step)}, {k.eval})" for k in keys.itertuples()))
+                            + short_list(f"({k.run}, {_num(k.step)}, {k.eval})" for k in keys.itertuples()))
 
 
 def _validate(df: pd.DataFrame, *, tol: float, note: str = "") -> pd.DataFrame:
@@ -452,14 +445,14 @@ def _mapping(columns, what: str) -> dict[str, str]:
         raise RunTableError(f"{what} is empty")
     names = pd.Series(list(mapping.values()))
     if names.duplicated().any():
-        raise RunTableError(f"{what} maps several columns to the same name(s) {_few(names[names.duplicated()].unique())}")
+        raise RunTableError(f"{what} maps several columns to the same name(s) {short_list(names[names.duplicated()].unique())}")
     return mapping
 
 
 def _unique_keys(table: pd.DataFrame, on: str, what: str) -> None:
     dup = table[on].duplicated(keep=False)
     if dup.any():
-        raise RunTableError(f"the {what} table repeats {on}= value(s) {_few(table.loc[dup, on].unique())}")
+        raise RunTableError(f"the {what} table repeats {on}= value(s) {short_list(table.loc[dup, on].unique())}")
 
 
 def _join(table: pd.DataFrame, losses: pd.DataFrame, on: str | None) -> pd.DataFrame:
@@ -468,14 +461,14 @@ def _join(table: pd.DataFrame, losses: pd.DataFrame, on: str | None) -> pd.DataF
         raise RunTableError(f"joining losses needs a column on= present in both tables, got {on!r}")
     shared = sorted(set(map(str, table.columns)) & set(map(str, losses.columns)) - {on})
     if shared:
-        raise RunTableError(f"both tables have column(s) {_few(shared)} besides on={on!r}; rename or drop them")
+        raise RunTableError(f"both tables have column(s) {short_list(shared)} besides on={on!r}; rename or drop them")
     _unique_keys(table, on, "mixture")
     _unique_keys(losses, on, "loss")
     joined = table.merge(losses, on=on, how="outer", indicator="_source", sort=False)
     alone = {side: joined.loc[joined["_source"] == side, on].tolist() for side in ("left_only", "right_only")}
     if alone["left_only"] or alone["right_only"]:
-        raise RunTableError(f"the tables do not match on {on!r}: without losses {_few(alone['left_only']) or 'none'}; "
-                            f"without a mixture {_few(alone['right_only']) or 'none'}")
+        raise RunTableError(f"the tables do not match on {on!r}: without losses {short_list(alone['left_only']) or 'none'}; "
+                            f"without a mixture {short_list(alone['right_only']) or 'none'}")
     return joined.drop(columns="_source")
 
 
@@ -492,7 +485,7 @@ def _long_from_wide(table: pd.DataFrame, mix_map: dict[str, str], loss_map: dict
     """Unvalidated long table: ``len(table) * len(loss_map)`` rows."""
     missing = [c for c in [*mix_map, *loss_map] if c not in table.columns]
     if missing:
-        raise RunTableError(f"wide table lacks column(s) {_few(missing)}")
+        raise RunTableError(f"wide table lacks column(s) {short_list(missing)}")
     if run_column is not None and run_column not in table.columns:
         raise RunTableError(f"wide table lacks the run column {run_column!r}")
     base = pd.DataFrame(index=pd.RangeIndex(len(table)))
@@ -552,13 +545,13 @@ def to_wide(df: pd.DataFrame, *, step: int | None = None) -> pd.DataFrame:
     if step is not None:
         at = df[df["step"] == step]
         if at.empty:
-            raise RunTableError(f"no rows at step {step}; the table has steps {_few(sorted(df['step'].unique()))}")
+            raise RunTableError(f"no rows at step {step}; the table has steps {short_list(sorted(df['step'].unique()))}")
         df = at
     keys = ["run", "size", "step", *(["tokens"] if "tokens" in df.columns else []), *cols]
     evals = list(dict.fromkeys(df["eval"]))
     clash = [e for e in evals if e in keys]
     if clash:
-        raise RunTableError(f"eval name(s) {_few(clash)} clash with run-table columns; rename them first")
+        raise RunTableError(f"eval name(s) {short_list(clash)} clash with run-table columns; rename them first")
     meta = df.drop_duplicates(["run", "step"])[keys].reset_index(drop=True)
     losses = df.pivot(index=["run", "step"], columns="eval", values="loss").reset_index()
     wide = meta.merge(losses, on=["run", "step"], how="left", sort=False)[keys + evals]
