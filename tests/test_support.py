@@ -21,6 +21,15 @@ def test_support_distance_and_radius():
     np.testing.assert_allclose(d, [0.0, 0.75, 0.15])
 
 
+def test_support_distance_traces_in_jax_to_the_same_numbers():
+    import jax
+    import jax.numpy as jnp
+
+    r = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.6, 0.3, 0.1]])
+    traced = jax.jit(lambda x: support_distance(x, jnp.asarray(TRIED), jnp))(jnp.asarray(r))
+    np.testing.assert_allclose(np.asarray(traced), support_distance(r, TRIED), atol=1e-6)
+
+
 def test_radius_needs_two_mixtures():
     with pytest.raises(ValueError, match="at least two tried mixtures"):
         trust_radius(TRIED[:1])

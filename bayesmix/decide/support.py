@@ -33,15 +33,16 @@ import pandas as pd
 from scipy.optimize import linprog
 
 
-def total_variation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise total-variation distances: a (n, M), b (k, M) -> (n, k)."""
-    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
-    return 0.5 * np.abs(a[:, None, :] - b[None, :, :]).sum(axis=-1)
+def total_variation(a: np.ndarray, b: np.ndarray, xp=np) -> np.ndarray:
+    """Pairwise total-variation distances: a (n, M), b (k, M) -> (n, k); ``xp``: the array
+    namespace (``jax.numpy`` to trace it)."""
+    a, b = xp.atleast_2d(xp.asarray(a, float)), xp.atleast_2d(xp.asarray(b, float))
+    return 0.5 * xp.abs(a[:, None, :] - b[None, :, :]).sum(axis=-1)
 
 
-def support_distance(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
+def support_distance(candidates: np.ndarray, tried: np.ndarray, xp=np) -> np.ndarray:
     """Distance of each candidate (n, M) to its nearest tried mixture (k, M): (n,)."""
-    return total_variation(candidates, tried).min(axis=1)
+    return total_variation(candidates, tried, xp).min(axis=1)
 
 
 def nearest_distance(mixtures: np.ndarray) -> np.ndarray:

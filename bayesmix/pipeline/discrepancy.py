@@ -196,11 +196,6 @@ def unit_field(r, omega, phase, coef):
     return coef @ phi.T
 
 
-def tv_to_tried(r, tried):
-    """Distance of each mixture r (n, M) to its nearest tried mixture (k, M), in JAX: (n,)."""
-    return 0.5 * jnp.min(jnp.abs(r[:, None, :] - tried[None, :, :]).sum(-1), axis=1)
-
-
 @dataclasses.dataclass(frozen=True)
 class Discrepancy:
     """The target-scale discrepancy of the overall loss (module docstring).
@@ -279,7 +274,7 @@ class Discrepancy:
         omega, phase, tried = jnp.asarray(parts[4]), jnp.asarray(parts[5]), jnp.asarray(self.tried)
 
         def delta(r):
-            d = tv_to_tried(r, tried)[None, :]  # (1, n)
+            d = support_distance(r, tried, jnp)[None, :]  # (1, n)
             s = jnp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
             return shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
 
