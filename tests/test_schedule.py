@@ -21,6 +21,13 @@ def test_cosine_rate_matches_the_trainer_and_its_landmarks():
     assert COSINE.lr(110) == pytest.approx(0.1) and COSINE.lr(500) == pytest.approx(0.1)
 
 
+def test_rate_share_is_the_rate_over_its_peak_whatever_the_peak():
+    steps = np.array([1, 10, 60, 110, 500])
+    scaled = Schedule("cosine", peak_lr=3e-3, warmup=10, final_ratio=0.1, plan_steps=110)
+    np.testing.assert_allclose(scaled.rate_share(steps), COSINE.lr(steps))
+    assert scaled.rate_share(10) == pytest.approx(1.0) and scaled.rate_share(500) == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("shape, step, expected", [
     ("linear", 60, 0.55), ("linear", 110, 0.1), ("constant", 100, 1.0), ("constant", 5, 0.5),
     ("wsd", 80, 1.0), ("wsd", 100, 0.55), ("wsd", 110, 0.1),

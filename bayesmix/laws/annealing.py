@@ -62,7 +62,7 @@ def annealed_at(schedules: list[Schedule], curve: np.ndarray, steps: np.ndarray)
     """Per observation (n,): whether its curve's last step has a rate below ``ANNEALED`` of the peak."""
     last = np.zeros(len(schedules))
     np.maximum.at(last, curve, steps.astype(float))
-    seen = np.array([float(s.lr(t)) < ANNEALED * s.peak_lr for s, t in zip(schedules, last)])
+    seen = np.array([float(s.rate_share(t)) < ANNEALED for s, t in zip(schedules, last)])
     return seen[curve]
 
 

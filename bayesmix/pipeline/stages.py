@@ -96,7 +96,7 @@ def choose_step_law(runs: pd.DataFrame, *, step_on: bool, target_step: int,
     if seen.min() < ANNEALED:
         return "anneal"
     specs = run_schedules(runs)
-    target = [float((target_schedule or specs[r]).lr(target_step)) / (target_schedule or specs[r]).peak_lr
+    target = [float((target_schedule or specs[r]).rate_share(target_step))
               for r in last.index.astype(str)]
     if min(target) < seen.min():
         warnings.warn(f"no checkpoint saw the learning rate below {seen.min():.0%} of its peak, but at the target "
@@ -110,7 +110,7 @@ def choose_step_law(runs: pd.DataFrame, *, step_on: bool, target_step: int,
 def _annealed_share(runs: pd.DataFrame, last: pd.Series) -> pd.Series:
     """Learning rate at each run's last checkpoint as a share of its peak (runs with a schedule)."""
     specs = run_schedules(runs)
-    return pd.Series({r: float(specs[r].lr(int(s))) / specs[r].peak_lr
+    return pd.Series({r: float(specs[r].rate_share(int(s)))
                       for r, s in zip(last.index.astype(str), last.to_numpy()) if r in specs})
 
 
