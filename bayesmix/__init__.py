@@ -24,57 +24,42 @@ The whole public API, in the order of the flow (each name is imported on first u
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # data
-    "read_runs": "data.table", "write_table": "data.table", "validate_runs": "data.table",
-    "RunTableError": "data.table", "from_wide": "data.table", "to_wide": "data.table", "load_regmix": "data.table",
-    "simulate_mixing": "data.simulate", "simulate_curves": "data.simulate", "simulate_campaign": "data.simulate",
-    "NestedLaw": "data.simulate", "Schedule": "data.schedule",
-    # laws
-    "get_law": "laws", "LAWS": "laws", "Law": "laws", "LawData": "laws", "resolve_priors": "laws",
-    "DEFAULT_PRIORS": "laws",
-    # inference
-    "fit": "inference.fit", "load_fit": "inference.fit", "FitResult": "inference.fit",
-    "SamplerConfig": "inference.nuts", "compare_laws": "inference.compare", "latent_grid": "inference.compare",
-    "stack_chains": "inference.stacking",
-    "bootstrap": "inference.bootstrap", "DiagnosticsError": "inference.diagnostics",
-    # pipeline
-    "Pipeline": "pipeline.nested", "PipelineResult": "pipeline.nested", "load_pipeline": "pipeline.store",
-    "error_budget": "pipeline.budget", "target_truth": "pipeline.verify", "coverage_summary": "pipeline.verify",
-    "verify": "pipeline.verify",
-    # decide
-    "prob_beats": "decide.decisions", "rank_mixtures": "decide.decisions", "cvar": "decide.decisions",
-    "optimum": "decide.decisions", "predicted_optimum": "decide.decisions", "hull_optimum": "decide.decisions",
-    "hull_distance": "decide.support",
-    "compute_multiplier": "decide.decisions", "effective_compute_multiplier": "decide.decisions",
-    "critical_proportion": "decide.decisions", "SimplexBounds": "decide.simplex", "support_table": "decide.support",
-    # design
-    "suggest": "design.suggest", "Campaign": "design.campaign", "algorithm2": "design.candidates",
-    "dirichlet": "design.candidates", "space_filling": "design.candidates",
-    # report
-    "report_from_fit": "report.build", "report_from_pipeline": "report.build", "risk_table": "report.build",
-    "select_eval": "report.build", "write_report": "report.html", "render_html": "report.html",
-    "step_fan_chart": "report.figures", "size_fan_chart": "report.figures",
-    # proxy
-    "train_run": "proxy", "sweep": "proxy", "bundled_corpus": "proxy", "demo_runs": "proxy",
-    # the main job
-    "run_demo": "demo",
+_EXPORTS = {  # submodule -> the names it exports
+    "data.table": ["read_runs", "write_table", "validate_runs", "RunTableError", "from_wide", "to_wide",
+        "load_regmix"],
+    "data.simulate": ["simulate_mixing", "simulate_curves", "simulate_campaign", "NestedLaw"],
+    "data.schedule": ["Schedule"],
+    "laws": ["get_law", "LAWS", "Law", "LawData", "resolve_priors", "DEFAULT_PRIORS"],
+    "inference.fit": ["fit", "load_fit", "FitResult"],
+    "inference.nuts": ["SamplerConfig"],
+    "inference.compare": ["compare_laws", "latent_grid"],
+    "inference.stacking": ["stack_chains"],
+    "inference.bootstrap": ["bootstrap"],
+    "inference.diagnostics": ["DiagnosticsError"],
+    "pipeline.nested": ["Pipeline", "PipelineResult"],
+    "pipeline.store": ["load_pipeline"],
+    "pipeline.budget": ["error_budget"],
+    "pipeline.verify": ["target_truth", "coverage_summary", "verify"],
+    "decide.decisions": ["prob_beats", "rank_mixtures", "cvar", "optimum", "predicted_optimum", "hull_optimum",
+        "compute_multiplier", "effective_compute_multiplier", "critical_proportion"],
+    "decide.support": ["hull_distance", "support_table"],
+    "decide.simplex": ["SimplexBounds"],
+    "design.suggest": ["suggest"],
+    "design.campaign": ["Campaign"],
+    "design.candidates": ["algorithm2", "dirichlet", "space_filling"],
+    "report.build": ["report_from_fit", "report_from_pipeline", "risk_table", "select_eval"],
+    "report.html": ["write_report", "render_html"],
+    "report.figures": ["step_fan_chart", "size_fan_chart"],
+    "proxy": ["train_run", "sweep", "bundled_corpus", "demo_runs"],
+    "demo": ["run_demo"],
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"bayesmix.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bayesmix' has no attribute {name!r}")
+__getattr__, _dir, __all__ = lazy_loader.attach(__name__, submod_attrs=_EXPORTS)
 
 
 def __dir__():
-    return [*__all__, "__version__"]
+    return [*_dir(), "__version__"]

@@ -12,35 +12,18 @@ Public API (imported lazily, so ``import bayesmix.proxy`` does not load torch)::
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
-_EXPORTS = {
-    "train_run": "train", "TrainConfig": "train", "RunConflictError": "train", "TrainingDiverged": "train",
-    "run_is_finished": "train", "remove_run": "train",
-    "sweep": "sweeps", "SweepError": "sweeps", "SweepResult": "sweeps", "plan_jobs": "sweeps",
-    "SIZES": "model", "ModelSize": "model", "get_size": "model", "non_embedding_params": "model",
-    "build_model": "model", "GPT": "model",
-    "load_corpus": "corpora", "bundled_corpus": "corpora", "Corpus": "corpora", "Domain": "corpora",
-    "CorpusError": "corpora", "read_documents": "corpora",
-    "ByteTokenizer": "tokenize", "build_token_cache": "tokenize", "TokenCache": "tokenize",
-    "read_mixtures": "mixtures", "validate_mixture": "mixtures", "design_mixtures": "mixtures",
-    "parse_mixture": "mixtures", "MixtureError": "mixtures",
-    "checkpoint_steps": "schedule", "lr_at": "schedule",
-    "MixtureSampler": "sampling",
-    "demo_runs": "demo", "DEMO_RUNS_PATH": "demo", "BASELINE_MIXTURE": "demo", "DEMO_SETTINGS": "demo",
-    "DEMO_SIZES": "demo",
+_EXPORTS = {  # submodule -> the names it exports
+    "train": ["train_run", "TrainConfig", "RunConflictError", "TrainingDiverged", "run_is_finished", "remove_run"],
+    "sweeps": ["sweep", "SweepError", "SweepResult", "plan_jobs"],
+    "model": ["SIZES", "ModelSize", "get_size", "non_embedding_params", "build_model", "GPT"],
+    "corpora": ["load_corpus", "bundled_corpus", "Corpus", "Domain", "CorpusError", "read_documents"],
+    "tokenize": ["ByteTokenizer", "build_token_cache", "TokenCache"],
+    "mixtures": ["read_mixtures", "validate_mixture", "design_mixtures", "parse_mixture", "MixtureError"],
+    "schedule": ["checkpoint_steps", "lr_at"],
+    "sampling": ["MixtureSampler"],
+    "demo": ["demo_runs", "DEMO_RUNS_PATH", "BASELINE_MIXTURE", "DEMO_SETTINGS", "DEMO_SIZES"],
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"bayesmix.proxy.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bayesmix.proxy' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs=_EXPORTS)
