@@ -125,18 +125,15 @@ def simulated_table(*, seed: int = 0) -> pd.DataFrame:
 
 def train_at_target(mixtures: dict[str, dict[str, float]], *, settings: DemoSettings, workdir: Path,
                     progress: bool | None = None) -> pd.DataFrame:
-    """Train ``mixtures`` (name -> mixture) at the target scale with the proxy trainer: the
-    demo's settings, planned for and stopped at the target step; returns their rows."""
+    """Train ``mixtures`` (name -> mixture) at the target scale with the proxy trainer and the
+    demo's settings, planned for and stopped at the target step
+    (:func:`bayesmix.pipeline.verify.train_at_target`); returns their rows."""
+    from bayesmix.pipeline.verify import train_at_target as train
     from bayesmix.proxy.demo import DEMO_SETTINGS
-    from bayesmix.proxy.model import SIZES
-    from bayesmix.proxy.sweeps import sweep
 
-    params = target_parameters(settings.target_size)
-    names = [name for name, size in SIZES.items() if size.non_embedding_params == params]
-    if not names:
-        raise ValueError(f"no proxy model size has {params:,} non-embedding parameters: cannot verify there")
     steps = int(settings.target_step)
-    return sweep(mixtures, names[:1], workdir=workdir, workers=settings.workers, threads=1, progress=progress,
+    return train(mixtures, target_size=target_parameters(settings.target_size), target_step=steps,
+                 workdir=workdir, workers=settings.workers, threads=1, progress=progress,
                  **dict(DEMO_SETTINGS, steps=steps, plan_steps=steps))
 
 

@@ -62,3 +62,28 @@ def test_truth_sentence_splits_the_runs_by_the_trust_region():
     assert text.endswith("Inside the trust region of the fitted mixtures: 2 of 2; outside it: 0 of 1.")
     inside = truth.assign(inside_support=True)
     assert "trust region" not in truth_sentence(coverage_summary(inside), 0.9, inside)
+
+
+def test_train_at_target_trains_each_mixture_at_the_size_with_the_target_parameters(tmp_path):
+    from bayesmix.pipeline.verify import train_at_target
+
+    rows = train_at_target({"codey": {"code": 0.7, "english": 0.3}}, target_size=98944, target_step=12,
+                           plan_steps=12, batch_size=4, seq_len=32, checkpoints=3, eval_tokens=256, threads=1,
+                           workdir=tmp_path / "work", cache_dir=tmp_path / "tokens", progress=False)
+    assert rows["run"].unique().tolist() == ["codey@100k"]
+    assert set(rows["size"]) == {98944} and rows["step"].max() == 12
+    assert observed_at(rows, size=98944, step=12, evals=sorted(rows["eval"].unique()),
+                       weights=np.full(rows["eval"].nunique(), 1.0 / rows["eval"].nunique()))["observed"].notna().all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target_size=12345), "no proxy model size has 12,345 non-embedding parameters"),
+    (dict(size="200k"), "size '200k' has 197,760 non-embedding parameters; the pipeline predicts 98,944"),
+    (dict(steps=30), "steps=30 must equal the pipeline's target step 12"),
+])
+def test_train_at_target_refuses_a_size_or_step_off_the_target_before_training(kwargs, message):
+    from bayesmix.pipeline.verify import train_at_target
+
+    settings = dict(dict(target_size=98944, target_step=12), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        train_at_target({"codey": {"code": 1.0}}, **settings)

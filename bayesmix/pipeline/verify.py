@@ -105,23 +105,37 @@ def truth_sentence(summary: pd.DataFrame, prob: float = 0.9, truth: pd.DataFrame
     return text
 
 
-def verify(result, mixtures: Mapping[str, Mapping[str, float]], *, size: str, prob: float = 0.9, seed: int = 0,
-           **train) -> pd.DataFrame:
-    """Train ``mixtures`` (name -> mixture) at the target scale with the proxy trainer and
-    compare with the predictions (:func:`target_truth`).
+def train_at_target(mixtures: Mapping[str, Mapping[str, float]], *, target_size: int, target_step: int,
+                    size: str | None = None, **train) -> pd.DataFrame:
+    """Train ``mixtures`` (name -> mixture) at ``target_size`` non-embedding parameters to
+    ``target_step`` with the proxy trainer; returns their run-table rows.
 
-    ``size``: the proxy size name of the target (its non-embedding parameters must be
-    the pipeline's target size); ``train``: :func:`bayesmix.proxy.sweeps.sweep` settings
-    (``steps`` must reach the target step; ``corpus``, ``workdir``, ``workers``, ...).
+    ``size``: the proxy size name (by default the one with ``target_size`` parameters);
+    ``train``: :func:`bayesmix.proxy.sweeps.sweep` settings (``steps`` defaults to, and must
+    equal, the target step; ``corpus``, ``workdir``, ``workers``, ...).
     """
-    from bayesmix.proxy.model import non_embedding_params
+    from bayesmix.proxy.model import SIZES, non_embedding_params
     from bayesmix.proxy.sweeps import sweep
 
-    if int(non_embedding_params(size)) != result.plan.target_size:
+    if size is None:
+        names = [name for name, s in SIZES.items() if s.non_embedding_params == target_size]
+        if not names:
+            raise ValueError(f"no proxy model size has {target_size:,} non-embedding parameters: cannot train "
+                             "at the target")
+        size = names[0]
+    if int(non_embedding_params(size)) != target_size:
         raise ValueError(f"size {size!r} has {int(non_embedding_params(size)):,} non-embedding parameters; the "
-                         f"pipeline predicts {result.plan.target_size:,}")
-    steps = int(train.get("steps", 0))
-    if steps != result.plan.target_step:
-        raise ValueError(f"steps={steps} must equal the pipeline's target step {result.plan.target_step}")
-    rows = sweep(dict(mixtures), [size], **train)
+                         f"pipeline predicts {target_size:,}")
+    steps = int(train.setdefault("steps", target_step))
+    if steps != target_step:
+        raise ValueError(f"steps={steps} must equal the pipeline's target step {target_step}")
+    return sweep(dict(mixtures), [size], **train)
+
+
+def verify(result, mixtures: Mapping[str, Mapping[str, float]], *, size: str | None = None, prob: float = 0.9,
+           seed: int = 0, **train) -> pd.DataFrame:
+    """Train ``mixtures`` (name -> mixture) at the target scale of ``result`` with the proxy
+    trainer (:func:`train_at_target`) and compare with the predictions (:func:`target_truth`)."""
+    rows = train_at_target(mixtures, target_size=result.plan.target_size, target_step=result.plan.target_step,
+                           size=size, **train)
     return target_truth(result, rows, prob=prob, seed=seed)
