@@ -80,6 +80,22 @@ def test_optimum_finds_an_interior_minimum_and_moves():
     assert best.feasible and best.moved and best.value <= best.start_value
 
 
+def test_optimum_is_never_worse_than_a_known_mixture_at_a_kink_refinement_cannot_reach():
+    # a sharp V at a known point (|r - k|_1 * 50) beside a shallow pull away from it: the minimum is
+    # the kink itself, which projected Adam only circles; the known start returns it exactly
+    k = np.array([0.3, 0.3, 0.4])
+
+    def f(r):
+        return (3.0 + 50.0 * jnp.abs(r - jnp.asarray(k)).sum(-1) - 0.1 * r[..., 0])[None, :]
+
+    with jax.enable_x64(True):
+        free = decide.optimum(f, ["a", "b", "c"], n_candidates=64, seed=0)
+        known = decide.optimum(f, ["a", "b", "c"], n_candidates=64, seed=0, known=k[None])
+    assert known.value == pytest.approx(3.0 - 0.03, abs=1e-12) and not known.moved
+    np.testing.assert_allclose(known.mixture.to_numpy(), k, atol=1e-12)
+    assert free.value > known.value
+
+
 def test_optimum_respects_bounds_and_fixed_domains():
     target = np.array([0.7, 0.2, 0.1])
     with jax.enable_x64(True):

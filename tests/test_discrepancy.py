@@ -151,3 +151,25 @@ def test_each_eval_domain_backtests_its_own_misses_where_the_overall_cancels():
     assert table.loc[("a", "step"), "target_mean"] == pytest.approx(0.1, abs=0.005)
     assert table.loc[("b", "step"), "target_mean"] == pytest.approx(-0.1, abs=0.005)
     assert table.loc[("overall", "step"), "target_sd"] < 0.02
+
+
+def test_a_face_no_run_reached_carries_an_upward_rise_and_the_tried_ranges_none():
+    from bayesmix.pipeline.discrepancy import FACE_SHARE
+
+    tried = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]])
+    x = np.linspace(0.05, 0.5, 200)
+    exact = Backtest("mix", misses(x, np.zeros_like(x)), 0.001, prior_scale=0.2)  # level 0.2 / 0.1 = 2
+    disc = Discrepancy.build({"mix": exact}, {"step": 0.0, "size": 0.0}, tried, seed=3)
+    assert disc.level == pytest.approx(2.0) and disc.face_scale == pytest.approx(2.0 * FACE_SHARE)
+    inside, face = np.array([[0.4, 0.3, 0.3]]), np.array([[0.5, 0.5, 0.0]])  # the face cuts domain 2 to zero
+    draws = disc.draws(np.concatenate([inside, face]), 4000)
+    assert np.abs(draws[:, 0]).max() < 0.02  # inside every range: no rise, and the law's exact misses
+    c = disc.face_scale / 3  # one domain of three removed: u = 1/3
+    assert draws[:, 1].min() > -0.02  # upward only
+    assert draws[:, 1].mean() == pytest.approx(c * np.sqrt(2 / np.pi), rel=0.05)
+    assert draws[:, 1].std() == pytest.approx(c * np.sqrt(1 - 2 / np.pi), rel=0.05)
+    mean, sd = disc.moments(np.concatenate([inside, face]))
+    assert mean[0] == pytest.approx(0.0, abs=0.005) and mean[1] == pytest.approx(c * np.sqrt(2 / np.pi), rel=0.02)
+    assert sd[1] == pytest.approx(c * np.sqrt(1 - 2 / np.pi), rel=0.05)
+    row = disc.table().set_index("stage").loc["face"]
+    assert row["source"] == "prior" and row["k_median"] == pytest.approx(disc.face_scale)

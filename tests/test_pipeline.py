@@ -11,7 +11,7 @@ import pytest
 
 from bayesmix import cli
 from bayesmix.decide import decisions as decide
-from bayesmix.decide.support import hull_distance
+from bayesmix.decide.support import hull_distance, support_distance
 from bayesmix.inference.nuts import SamplerConfig
 from bayesmix.laws.mixtures import MIX_PREFIX
 from bayesmix.pipeline.nested import Pipeline
@@ -138,7 +138,10 @@ def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result)
         assert abs(estimate - 0.3) < 0.15
         assert list(table.columns) == ["share", "mean", "lower", "upper", "prob_below"]
     best, table = decide.predicted_optimum(draws_result, baseline=base, n_candidates=256, seed=0)
-    assert best.feasible and best.moved
+    tried = draws_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
+    # the tried mixtures are among the starts: refinement moves off the best start, or that start is a
+    # tried mixture nothing near improves on (cutting a domain below its tried range carries the face rise)
+    assert best.feasible and (best.moved or support_distance(best.mixture.to_numpy()[None], tried)[0] < 1e-9)
     observed = draws_result.predict()
     best_observed = observed.loc[observed["eval"] == "overall", "mean"].min()
     opt_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
@@ -146,7 +149,6 @@ def test_critical_proportion_and_optimum_on_the_pipeline(campaign, draws_result)
     assert "prob_beats" in table
     # over the tried mixtures' hull: inside it, no better than the free optimum, no worse than the best tried
     inside, table = decide.predicted_optimum(draws_result, region="hull", baseline=base, n_candidates=256, seed=0)
-    tried = draws_result.observed_mixtures()[[MIX_PREFIX + d for d in law.domains]].to_numpy(float)
     assert inside.feasible and hull_distance(inside.mixture.to_numpy(), tried)[0] < 1e-6
     hull_mean = table.loc[(table["mixture"] == "optimum") & (table["eval"] == "overall"), "mean"].iloc[0]
     assert opt_mean - 1e-3 <= hull_mean <= best_observed + 1e-6
@@ -157,7 +159,8 @@ def test_point_chain_carries_a_backtest_discrepancy_into_every_prediction(campai
     law, runs = campaign
     disc = point_result.discrepancy
     table = disc.table().set_index("stage")
-    assert list(table.index) == ["step", "size", "mix"]
+    assert list(table.index) == ["step", "size", "mix", "face"]  # face: the prior of the rise nothing replays
+    assert table.loc["face", "source"] == "prior" and table.loc["face", "k_median"] == pytest.approx(disc.level)
     assert table.loc["step", "backtests"] == runs["run"].nunique()  # every curve's first half -> its last step
     assert table.loc["mix", "backtests"] == 8  # every mixture left out once
     assert table.loc["size", "source"] == "step"  # three sizes: nothing to replay, the step stage lends its spread
@@ -213,11 +216,11 @@ def test_report_from_the_pipeline_shows_its_backtests(campaign, point_result):
     _, runs = campaign
     report = report_from_pipeline(point_result, baseline="m0", runs=runs, n_random=20, optimum=False,
                                   n_multiplier=1)
-    assert report.backtest["stage"].tolist() == ["step", "size", "mix"] * 3
+    assert report.backtest["stage"].tolist() == ["step", "size", "mix", "face"] * 3
     evals = report.backtest["eval"].tolist()
-    assert evals[:3] == ["overall"] * 3 and sorted(set(evals[3:])) == ["val_code", "val_web"]
+    assert evals[:4] == ["overall"] * 4 and sorted(set(evals[4:])) == ["val_code", "val_web"]
     text = render_html(report)
-    assert "Extrapolation backtests" in text and "borrowed from step" in text
+    assert "Extrapolation backtests" in text and "borrowed from step" in text and "upward only" in text
     assert "backtest" in report.settings["seconds per stage"]
 
 
@@ -302,8 +305,8 @@ def test_cli_pipeline_on_a_single_scale_table(campaign, tmp_path, capsys):
     # a single scale: only the mixing law is replayed (every mixture left out once)
     assert "extrapolation backtests" in printed
     rows = content["discrepancy"]
-    assert [row["stage"] for row in rows if row["eval"] == "overall"] == ["mix"] and rows[0]["backtests"] == 8
-    assert {row["eval"] for row in rows} == {"overall", *law.evals} and {row["stage"] for row in rows} == {"mix"}
+    assert [row["stage"] for row in rows if row["eval"] == "overall"] == ["mix", "face"] and rows[0]["backtests"] == 8
+    assert {row["eval"] for row in rows} == {"overall", *law.evals} and {row["stage"] for row in rows} == {"mix", "face"}
     # the saved pipeline feeds the other commands
     fit_dir, nxt, report = tmp_path / "fit", tmp_path / "next.csv", tmp_path / "r.html"
     code = cli.main(["pipeline", str(path), "--mode", "point", "--n-draws", "8", "--out", str(fit_dir),

@@ -78,3 +78,19 @@ def test_hull_distance_rejects_mismatched_domains():
 
     with pytest.raises(ValueError, match="candidates have 3 domains, the tried mixtures 4"):
         hull_distance(TRIED, PAIRS)
+
+
+def test_removed_share_counts_single_domains_and_pairs_cut_below_every_tried_share():
+    from bayesmix.decide.support import removed_share
+
+    # smallest tried shares: domain 0 0.5, domains 1 and 2 zero (never counted); pairs: {0,1} 0.75, {0,2} 0.5
+    r = np.array([[0.6, 0.3, 0.1], [0.2, 0.4, 0.4], [0.4, 0.3, 0.3], [0.0, 0.5, 0.5]])
+    np.testing.assert_allclose(removed_share(r, TRIED), [0.0, 0.6 / 3, 0.2 / 3, 1 / 3])
+    # a pair removed together that no run removed together: each alone was cut to zero once
+    tried = np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.4, 0.3, 0.3]])
+    np.testing.assert_allclose(removed_share(np.array([[0.0, 0.0, 1.0], [0.2, 0.2, 0.6]]), tried),
+                               [2 / 3, (0.5 - 0.4) / 0.5 * 2 / 3])
+    import jax.numpy as jnp
+
+    np.testing.assert_allclose(np.asarray(removed_share(jnp.asarray(r), TRIED, jnp)), removed_share(r, TRIED),
+                               atol=1e-6)

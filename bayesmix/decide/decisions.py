@@ -135,12 +135,13 @@ def _statistic(stat: str, q: float) -> Callable:
 
 def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | None = None, stat: str = "mean",
             q: float = 0.9, n_candidates: int = 2048, n_refine: int = 8, steps: int = 200, lr: float = 0.02,
-            seed: int = 0) -> Optimum:
+            seed: int = 0, known: np.ndarray | None = None) -> Optimum:
     """Minimise ``stat`` of the predicted loss over the simplex within ``bounds`` (default: none).
 
     ``loss_fn(r (n, M)) -> (draws, n)`` must be a JAX function (e.g.
-    ``PipelineResult.loss_fn()``). Candidates: Dirichlet(1) draws and the uniform
-    mixture, projected onto the bounds; the ``n_refine`` best are refined by
+    ``PipelineResult.loss_fn()``). Candidates: Dirichlet(1) draws, the uniform mixture and the
+    ``known`` mixtures (k, M) if given (e.g. the tried ones, so the result is never worse than
+    the best of them), projected onto the bounds; the ``n_refine`` best are refined by
     :func:`bayesmix.decide.simplex.minimise_on_simplex` (``steps`` steps of projected Adam,
     step ``lr``) and the best point visited is returned.
     Run inside ``jax.enable_x64(True)`` for float64.
@@ -152,8 +153,11 @@ def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | No
     M = len(domains)
     rng = np.random.default_rng(seed)
     # no vertices among the starts: an optimum at a corner is reached by refinement, so a
-    # result equal to its start keeps meaning "refinement did nothing" (a bug signal)
-    cands = bounds.project(np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M)]))
+    # result equal to a random start keeps meaning "refinement did nothing" (a bug signal); a
+    # result equal to a known mixture means nothing near it is better
+    known = np.zeros((0, M)) if known is None else np.atleast_2d(np.asarray(known, float))
+    cands = bounds.project(np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M),
+                                           known]))
     values = np.concatenate([np.asarray(statistic(loss_fn(jnp.asarray(chunk))))
                              for chunk in np.array_split(cands, max(1, len(cands) // 256))])
     starts = cands[np.argsort(values, kind="stable")[:n_refine]]
@@ -312,7 +316,8 @@ def predicted_optimum(result, *, bounds: SimplexBounds | None = None, region: st
         if region == "hull":
             best = hull_optimum(f, result.domains, result.tried_mixtures(), stat=stat, q=q, seed=seed, **options)
         else:
-            best = optimum(f, result.domains, bounds=bounds, stat=stat, q=q, seed=seed, **options)
+            best = optimum(f, result.domains, bounds=bounds, stat=stat, q=q, seed=seed,
+                           known=result.tried_mixtures(), **options)
     rows = pd.DataFrame([best.mixture.rename(lambda d: MIX_PREFIX + d)]).assign(mixture="optimum")
     if baseline is not None:
         rows = pd.concat([rows, _mixture_row(result, baseline)], ignore_index=True)

@@ -13,6 +13,13 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
   gave it). A domain cut below every tried share (to zero, on a face of the simplex) is an
   extrapolation no distance shows: a domain left out of training can get worse as training
   goes on, which no run near the candidate has seen.
+* ``removed_share(r, tried)``: how much of the mix a candidate takes from domains it cuts
+  below every tried share, ``max_S (|S| / M) * (m_S - r_S)_+ / m_S`` over single domains and
+  pairs S, with r_S the group's share in the candidate and m_S > 0 its smallest share in any
+  tried mixture: 0 inside every range, |S| / M when a group no run removed is cut to zero
+  (a pair counts when each domain alone was once cut to zero but never both together).
+  It scales the prior of the rise no backtest measures
+  (:mod:`bayesmix.pipeline.discrepancy`).
 * ``hull_distance(r, tried)``: each candidate's distance to the convex hull of the tried
   mixtures, ``min_{lambda in simplex} d(r, lambda^T tried)``, a linear programme. Zero means
   some weighting of the tried mixtures gives the candidate, so the law interpolates there.
@@ -68,6 +75,29 @@ def outside_range(candidates: np.ndarray, tried: np.ndarray) -> np.ndarray:
     candidates, tried = np.atleast_2d(np.asarray(candidates, float)), np.atleast_2d(np.asarray(tried, float))
     lo, hi = tried.min(axis=0), tried.max(axis=0)
     return (candidates < lo - RANGE_TOLERANCE) | (candidates > hi + RANGE_TOLERANCE)
+
+
+def domain_groups(n_domains: int) -> np.ndarray:
+    """Indicator rows (g, M) of the single domains and the pairs of domains."""
+    eye = np.eye(n_domains)
+    pairs = [eye[i] + eye[j] for i in range(n_domains) for j in range(i + 1, n_domains)]
+    return np.concatenate([eye, np.reshape(pairs, (-1, n_domains))])
+
+
+def removed_share(candidates: np.ndarray, tried: np.ndarray, xp=np) -> np.ndarray:
+    """Per candidate (n, M): ``max_S (|S| / M) * (m_S - r_S)_+ / m_S`` over single domains and
+    pairs S whose smallest tried share m_S exceeds ``RANGE_TOLERANCE`` (module docstring):
+    (n,) in [0, 1]; ``xp``: the array namespace (``jax.numpy`` to trace it)."""
+    tried = np.atleast_2d(np.asarray(tried, float))
+    groups = domain_groups(tried.shape[1])
+    least = (tried @ groups.T).min(axis=0)  # (g,)
+    keep = least > RANGE_TOLERANCE
+    groups, least = groups[keep], least[keep]
+    if not keep.any():
+        return xp.zeros(xp.atleast_2d(xp.asarray(candidates, float)).shape[0])
+    share = xp.atleast_2d(xp.asarray(candidates, float)) @ groups.T  # (n, g)
+    cut = xp.clip((least - share) / least, 0.0, 1.0) * (groups.sum(axis=1) / tried.shape[1])
+    return cut.max(axis=1)
 
 
 HULL_TOLERANCE = 1e-6

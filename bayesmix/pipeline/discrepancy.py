@@ -19,7 +19,7 @@ At the target, the overall loss of a mixture r carries
     delta_d(r) = sum_s b_s,d x_s(r) + s_d(r) g_d(r),
     s_d(r)^2 = (k_step,d x_step)^2 + (k_size,d x_size)^2 + (k_mix,d d(r))^2
 
-with (b_s,d, k_s,d) drawn from each posterior (so the tails are those of a scale mixture),
+plus, where r cuts domains below every tried share, a one-sided rise (below), with (b_s,d, k_s,d) drawn from each posterior (so the tails are those of a scale mixture),
 x_step = log(S* / earliest last step of the runs handed downstream), x_size = |log(N* /
 nearest size)|, d(r) the distance of r to its nearest tried mixture, and g_d a
 unit-variance Gaussian field over the simplex with correlation exp(-TV(r, r') / length)
@@ -34,6 +34,21 @@ cancel in the weighted sum, so a domain alone can miss by more than its share of
 miss, and its interval must say so. The per-domain discrepancies share the overall's field
 (the same seed), so they move together; the weighted sum of the domains' intervals is then
 not the overall's interval, which its own backtests calibrate.
+
+**Faces: the rise no backtest measures.** A domain cut below every share any tried run gave
+it (to zero, on a face of the simplex) is starved as no run was: its own eval loss can rise
+towards that of a domain never trained on, and can even grow with training, which the
+mixing law's smooth exponential form cannot see. The mixing stage's backtests leave out
+mixtures towards the vertices and the interior, never towards a face no run reached, so
+nothing in the data calibrates this. Its prior: removing a group S of the M domains can
+double the loss of the |S| / M of the evaluation that is theirs, so every loss carries
+
+    rise_d(r) = FACE_SHARE * level * u(r) * |h_d(r)|,   u(r) = removed_share(r, tried) in [0, 1]
+
+(:func:`bayesmix.decide.support.removed_share`: 0 inside every range, |S| / M when a group
+is cut to zero), ``level`` the loss's typical value and h_d a second unit field,
+independent of g_d: half-normal, upward only (a starved domain gets worse, not better, than
+the law's smooth extrapolation), zero inside the tried ranges.
 
 A step or size stage that ran but could not be replayed (e.g. three model sizes: the
 size law needs three to fit and a fourth to predict) *borrows* the other log-ratio stage's
@@ -58,13 +73,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayesmix.decide.support import support_distance, trust_radius
+from bayesmix.decide.support import removed_share, support_distance, trust_radius
 from bayesmix.laws.mixing import OVERALL
 
 STAGES = ("step", "size", "mix")
+FACE_SHARE = 1.0  # prior sd of the rise at a face, per unit removed share, as a share of the typical loss
 PRIOR_SHARE = {"step": 0.03, "size": 0.03, "mix": 0.10}
 LOG_RATIO_STAGES = ("step", "size")  # stages whose distance is a log ratio: one may lend the other its spread
-DISTANCE = {"step": "log step ratio", "size": "log size ratio", "mix": "total-variation distance"}
+DISTANCE = {"step": "log step ratio", "size": "log size ratio", "mix": "total-variation distance",
+            "face": "share removed below every tried share"}
 N_GRID = 512
 N_FEATURES = 256
 DEFAULT_LENGTH = 0.5  # correlation length (TV) of the field with fewer than two tried mixtures
@@ -229,6 +246,17 @@ class Discrepancy:
                 lender[name] = other
         return cls(dict(backtests), dict(target_distance), tried, max(float(length), 1e-3), seed, lender)
 
+    @property
+    def level(self) -> float:
+        """The loss's typical value, which set the mixing stage's prior scale (NaN without one)."""
+        return self.backtests["mix"].prior_scale / PRIOR_SHARE["mix"] if "mix" in self.backtests else np.nan
+
+    @property
+    def face_scale(self) -> float:
+        """Prior sd of the rise per unit removed share (module docstring): ``FACE_SHARE * level``;
+        0 without a mixing stage or with fewer than two tried mixtures."""
+        return FACE_SHARE * self.level if "mix" in self.backtests and len(self.tried) >= 2 else 0.0
+
     def stage_draws(self, n_draws: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(bias, k) draws (n_draws,) per stage (same seed: same numbers); a borrowing stage
         gets bias 0 and k = sqrt(b^2 + k^2) of fresh draws of its lender."""
@@ -252,7 +280,7 @@ class Discrepancy:
 
     def _parts(self, n_draws: int):
         """Per draw: the shared mean and variance (step and size), the mixing law's (bias, k)
-        per unit distance, and the field's features and coefficients."""
+        per unit distance, the fields' features, and the coefficients of g and of h."""
         draws = self.stage_draws(n_draws)
         shift, shared = np.zeros(n_draws), np.zeros(n_draws)
         for name in ("step", "size"):
@@ -264,19 +292,25 @@ class Discrepancy:
         rng = np.random.default_rng(self.seed + 1)
         omega, phase = laplace_features(self.tried.shape[1], self.length, N_FEATURES, rng)
         coef = rng.standard_normal((n_draws, N_FEATURES))
-        return shift, shared, mix_bias, mix_k, omega, phase, coef
+        face_coef = rng.standard_normal((n_draws, N_FEATURES))
+        return shift, shared, mix_bias, mix_k, omega, phase, coef, face_coef
 
     def jax_fn(self, n_draws: int, idx: np.ndarray | None = None):
         """A JAX function ``delta(r (n, M)) -> (draws, n)`` for draws ``idx`` of ``n_draws``."""
         parts = self._parts(n_draws)
-        per_draw = [a if idx is None else a[idx] for a in (parts[0], parts[1], parts[2], parts[3], parts[6])]
-        shift, shared, mix_bias, mix_k, coef = (jnp.asarray(a) for a in per_draw)
+        per_draw = [a if idx is None else a[idx] for a in (*parts[:4], *parts[6:])]
+        shift, shared, mix_bias, mix_k, coef, face_coef = (jnp.asarray(a) for a in per_draw)
         omega, phase, tried = jnp.asarray(parts[4]), jnp.asarray(parts[5]), jnp.asarray(self.tried)
+        face_scale, tried_np = self.face_scale, self.tried
 
         def delta(r):
             d = support_distance(r, tried, jnp)[None, :]  # (1, n)
             s = jnp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
-            return shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
+            out = shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
+            if face_scale > 0:
+                rise = face_scale * removed_share(r, tried_np, jnp)[None, :]
+                out = out + rise * jnp.abs(unit_field(r, omega, phase, face_coef))
+            return out
 
         return delta
 
@@ -287,13 +321,19 @@ class Discrepancy:
 
     def moments(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and sd of delta(r) (n,) under the posteriors, the stages taken as independent:
-        mean ``sum_s E[b_s] x_s``, variance ``sum_s (E[b_s^2] + E[k_s^2]) x_s^2 - mean^2`` per stage."""
-        d = support_distance(np.atleast_2d(np.asarray(r, float)), self.tried)
+        mean ``sum_s E[b_s] x_s``, variance ``sum_s (E[b_s^2] + E[k_s^2]) x_s^2 - mean^2`` per stage,
+        plus the face rise's half-normal moments (mean c sqrt(2 / pi), variance c^2 (1 - 2 / pi),
+        c = face_scale * removed_share(r))."""
+        r = np.atleast_2d(np.asarray(r, float))
+        d = support_distance(r, self.tried)
         mean, var = np.zeros_like(d), np.zeros_like(d)
         for name in self.backtests:
             x = d if name == "mix" else self.target_distance.get(name, 0.0)
             m1, m2 = self.stage_moments(name)
             mean, var = mean + m1 * x, var + (m2 - m1**2) * x**2
+        if self.face_scale > 0:
+            c = self.face_scale * removed_share(r, self.tried)
+            mean, var = mean + c * np.sqrt(2 / np.pi), var + c**2 * (1 - 2 / np.pi)
         return mean, np.sqrt(var)
 
     def table(self, prob: float = 0.9) -> pd.DataFrame:
@@ -301,7 +341,8 @@ class Discrepancy:
         k per unit distance (5/50/95%), the distance at the target (the mixing stage's depends on
         the mixture: NaN), the discrepancy's mean and sd there, and the backtests' coverage of
         ``prob`` intervals without and with the discrepancy; ``source``: "backtests", "prior", or
-        the stage lending its spread."""
+        the stage lending its spread. A last row ``face`` gives the prior sd of the one-sided
+        rise per unit removed share (``k_median``), where nothing is replayed."""
         rows = []
         for name, bt in self.backtests.items():
             x = self.target_distance.get(name, np.nan)
@@ -317,6 +358,9 @@ class Discrepancy:
                          "target_distance": x, "target_mean": m1 * x, "target_sd": np.sqrt(m2 - m1**2) * x,
                          "coverage_without": bt.coverage(prob, discrepancy=False),
                          "coverage_with": bt.coverage(prob)})
+        if self.face_scale > 0:
+            rows.append({"stage": "face", "distance": DISTANCE["face"], "source": "prior", "backtests": 0,
+                         "k_median": self.face_scale, "target_distance": np.nan})
         return pd.DataFrame(rows)
 
     def tables(self, prob: float = 0.9) -> pd.DataFrame:
@@ -326,5 +370,5 @@ class Discrepancy:
         return pd.concat(parts, ignore_index=True)[["eval", *parts[0].columns.drop("eval")]]
 
 
-__all__ = ["Backtest", "Discrepancy", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",
+__all__ = ["Backtest", "Discrepancy", "FACE_SHARE", "PRIOR_SHARE", "point_grid", "scale_posterior", "tail_probability",
            "unit_field"]

@@ -22,7 +22,8 @@ from bayesmix.report.document import CRITERIA, SECTION_TITLES, SECTIONS, Report
 
 
 STAGE_REPLAY = {"step": "first half of each curve → its last checkpoint",
-                "size": "smaller sizes → the next size", "mix": "all mixtures but one → that one"}
+                "size": "smaller sizes → the next size", "mix": "all mixtures but one → that one",
+                "face": "nothing: no run cut a domain this far (a prior, upward only)"}
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DOMAIN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                   "#bcbd22", "#17becf")
