@@ -184,7 +184,7 @@ def _fit_cases():
         ("pipeline-predictions-is-runs", "pipeline runs.csv --predictions runs.csv", "is also an input of this command"),
         ("pipeline-out-is-a-file", "pipeline runs.csv --out runs.csv", "--out runs.csv is a file, not a folder"),
         ("pipeline-json-is-runs", "pipeline runs.csv --json runs.csv", "the summary is written as .json"),
-        ("pipeline-json-unwritable", f"pipeline runs.csv --json /proc/x.json", "cannot write in /proc"),
+        ("pipeline-json-unwritable", "pipeline runs.csv --json /proc/x.json", "cannot write in /proc"),
         ("demo-out-is-file", "demo --out runs.csv", "is a file, not a folder"),
         ("demo-out-unwritable", "demo --out /proc/bayesmix-demo", "cannot write in /proc"),
         ("train-out-nc", "train --mixture code=1 --out r.nc", "the run table is written as"),
