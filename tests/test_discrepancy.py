@@ -173,3 +173,9 @@ def test_a_face_no_run_reached_carries_an_upward_rise_and_the_tried_ranges_none(
     assert sd[1] == pytest.approx(c * np.sqrt(1 - 2 / np.pi), rel=0.05)
     row = disc.table().set_index("stage").loc["face"]
     assert row["source"] == "prior" and row["k_median"] == pytest.approx(disc.face_scale)
+    # the loss of domain 2's own evaluation: it alone is cut to zero, so its rise counts whole; domain 0's
+    # own evaluation keeps its data (and the pair {0, 2} stays in range at 0.5): no rise
+    own = disc.draws(face, 4000, own=2)[:, 0]
+    assert own.mean() == pytest.approx(disc.face_scale * np.sqrt(2 / np.pi), rel=0.05)
+    assert np.abs(disc.draws(face, 4000, own=0)).max() < 0.02
+    assert disc.moments(face, own=2)[0][0] == pytest.approx(disc.face_scale * np.sqrt(2 / np.pi), rel=0.02)

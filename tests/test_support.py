@@ -94,3 +94,13 @@ def test_removed_share_counts_single_domains_and_pairs_cut_below_every_tried_sha
 
     np.testing.assert_allclose(np.asarray(removed_share(jnp.asarray(r), TRIED, jnp)), removed_share(r, TRIED),
                                atol=1e-6)
+
+
+def test_removed_share_of_a_domains_own_evaluation_counts_only_the_groups_holding_it():
+    from bayesmix.decide.support import removed_share
+
+    r = np.array([[0.2, 0.4, 0.4], [0.0, 0.5, 0.5]])
+    # domain 0 alone cut by 0.6 (then to zero) counts whole; the pair {0, 1} cut by 1/5 and 1/3 counts half
+    np.testing.assert_allclose(removed_share(r, TRIED, own=0), [0.6, 1.0])
+    np.testing.assert_allclose(removed_share(r, TRIED, own=1), [0.2 / 2, (1 / 3) / 2])
+    np.testing.assert_allclose(removed_share(r, TRIED, own=2), [0.0, 0.0])  # {0, 2} is in range: 0.6 and 0.5

@@ -17,8 +17,9 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
   below every tried share, ``max_S (|S| / M) * (m_S - r_S)_+ / m_S`` over single domains and
   pairs S, with r_S the group's share in the candidate and m_S > 0 its smallest share in any
   tried mixture: 0 inside every range, |S| / M when a group no run removed is cut to zero
-  (a pair counts when each domain alone was once cut to zero but never both together).
-  It scales the prior of the rise no backtest measures
+  (a pair counts when each domain alone was once cut to zero but never both together);
+  for the loss of a domain's own evaluation (``own=``), only the groups holding that domain
+  count, by its part of the group, 1 / |S| (1 when it alone is cut to zero). It scales the prior of the rise no backtest measures
   (:mod:`bayesmix.pipeline.discrepancy`).
 * ``hull_distance(r, tried)``: each candidate's distance to the convex hull of the tried
   mixtures, ``min_{lambda in simplex} d(r, lambda^T tried)``, a linear programme. Zero means
@@ -84,10 +85,13 @@ def domain_groups(n_domains: int) -> np.ndarray:
     return np.concatenate([eye, np.reshape(pairs, (-1, n_domains))])
 
 
-def removed_share(candidates: np.ndarray, tried: np.ndarray, xp=np) -> np.ndarray:
-    """Per candidate (n, M): ``max_S (|S| / M) * (m_S - r_S)_+ / m_S`` over single domains and
-    pairs S whose smallest tried share m_S exceeds ``RANGE_TOLERANCE`` (module docstring):
-    (n,) in [0, 1]; ``xp``: the array namespace (``jax.numpy`` to trace it)."""
+def removed_share(candidates: np.ndarray, tried: np.ndarray, xp=np, own: int | None = None) -> np.ndarray:
+    """Per candidate (n, M): ``max_S c_S * (m_S - r_S)_+ / m_S`` over single domains and pairs S
+    whose smallest tried share m_S exceeds ``RANGE_TOLERANCE`` (module docstring), with
+    ``c_S = |S| / M`` (the share of the evaluation that is the group's); for the loss of
+    domain ``own``'s own evaluation, ``c_S = 1 / |S|`` for the groups holding it (its part of
+    the group) and 0 for the rest (a domain that keeps its data is not starved): (n,) in [0, 1];
+    ``xp``: the array namespace (``jax.numpy`` to trace it)."""
     tried = np.atleast_2d(np.asarray(tried, float))
     groups = domain_groups(tried.shape[1])
     least = (tried @ groups.T).min(axis=0)  # (g,)
@@ -95,9 +99,11 @@ def removed_share(candidates: np.ndarray, tried: np.ndarray, xp=np) -> np.ndarra
     groups, least = groups[keep], least[keep]
     if not keep.any():
         return xp.zeros(xp.atleast_2d(xp.asarray(candidates, float)).shape[0])
+    weight = groups.sum(axis=1) / tried.shape[1]
+    if own is not None:
+        weight = (groups[:, own] > 0) / groups.sum(axis=1)
     share = xp.atleast_2d(xp.asarray(candidates, float)) @ groups.T  # (n, g)
-    cut = xp.clip((least - share) / least, 0.0, 1.0) * (groups.sum(axis=1) / tried.shape[1])
-    return cut.max(axis=1)
+    return (xp.clip((least - share) / least, 0.0, 1.0) * weight).max(axis=1)
 
 
 HULL_TOLERANCE = 1e-6

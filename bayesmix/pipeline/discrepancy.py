@@ -46,7 +46,8 @@ double the loss of the |S| / M of the evaluation that is theirs, so every loss c
     rise_d(r) = FACE_SHARE * level * u(r) * |h_d(r)|,   u(r) = removed_share(r, tried) in [0, 1]
 
 (:func:`bayesmix.decide.support.removed_share`: 0 inside every range, |S| / M when a group
-is cut to zero), ``level`` the loss's typical value and h_d a second unit field,
+is cut to zero; for an eval domain named like a training domain, 1 when that domain is cut to
+zero, since its own loss can double, 1/2 for a pair holding it, 0 while it keeps its data), ``level`` the loss's typical value and h_d a second unit field,
 independent of g_d: half-normal, upward only (a starved domain gets worse, not better, than
 the law's smooth extrapolation), zero inside the tried ranges.
 
@@ -295,8 +296,9 @@ class Discrepancy:
         face_coef = rng.standard_normal((n_draws, N_FEATURES))
         return shift, shared, mix_bias, mix_k, omega, phase, coef, face_coef
 
-    def jax_fn(self, n_draws: int, idx: np.ndarray | None = None):
-        """A JAX function ``delta(r (n, M)) -> (draws, n)`` for draws ``idx`` of ``n_draws``."""
+    def jax_fn(self, n_draws: int, idx: np.ndarray | None = None, own: int | None = None):
+        """A JAX function ``delta(r (n, M)) -> (draws, n)`` for draws ``idx`` of ``n_draws``;
+        ``own``: the training domain whose own evaluation this loss is (the face rise's weight)."""
         parts = self._parts(n_draws)
         per_draw = [a if idx is None else a[idx] for a in (*parts[:4], *parts[6:])]
         shift, shared, mix_bias, mix_k, coef, face_coef = (jnp.asarray(a) for a in per_draw)
@@ -308,18 +310,18 @@ class Discrepancy:
             s = jnp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
             out = shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
             if face_scale > 0:
-                rise = face_scale * removed_share(r, tried_np, jnp)[None, :]
+                rise = face_scale * removed_share(r, tried_np, jnp, own)[None, :]
                 out = out + rise * jnp.abs(unit_field(r, omega, phase, face_coef))
             return out
 
         return delta
 
-    def draws(self, r: np.ndarray, n_draws: int) -> np.ndarray:
-        """delta_d(r) for d < n_draws at mixtures r (n, M): (n_draws, n)."""
+    def draws(self, r: np.ndarray, n_draws: int, own: int | None = None) -> np.ndarray:
+        """delta_d(r) for d < n_draws at mixtures r (n, M): (n_draws, n) (``own``: :meth:`jax_fn`)."""
         with jax.enable_x64(True):
-            return np.asarray(self.jax_fn(n_draws)(jnp.asarray(np.atleast_2d(r), float)))
+            return np.asarray(self.jax_fn(n_draws, own=own)(jnp.asarray(np.atleast_2d(r), float)))
 
-    def moments(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def moments(self, r: np.ndarray, own: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and sd of delta(r) (n,) under the posteriors, the stages taken as independent:
         mean ``sum_s E[b_s] x_s``, variance ``sum_s (E[b_s^2] + E[k_s^2]) x_s^2 - mean^2`` per stage,
         plus the face rise's half-normal moments (mean c sqrt(2 / pi), variance c^2 (1 - 2 / pi),
@@ -332,7 +334,7 @@ class Discrepancy:
             m1, m2 = self.stage_moments(name)
             mean, var = mean + m1 * x, var + (m2 - m1**2) * x**2
         if self.face_scale > 0:
-            c = self.face_scale * removed_share(r, self.tried)
+            c = self.face_scale * removed_share(r, self.tried, own=own)
             mean, var = mean + c * np.sqrt(2 / np.pi), var + c**2 * (1 - 2 / np.pi)
         return mean, np.sqrt(var)
 

@@ -125,13 +125,17 @@ class PipelineResult:
         weights = self.stages["mix"].data.meta["weights"]
         return self.discrepancy, 1.0 if eval == OVERALL else 1.0 / float(np.sum(weights))
 
+    def own_domain(self, eval: str) -> int | None:
+        """The index of the training domain named like ``eval`` (whose own evaluation it is), else None."""
+        return self.domains.index(eval) if eval != OVERALL and eval in self.domains else None
+
     def _delta(self, query, n_draws: int) -> np.ndarray:
         """The discrepancy at every point of a mixing-law query: (draws, points)."""
         r = query.arrays["r_centered"] + np.asarray(self.stages["mix"].data.meta["r0"])
         delta = np.zeros((n_draws, len(r), len(query.evals)))
         for e, name in enumerate(query.evals):
             disc, factor = self.eval_discrepancy(name)
-            delta[:, :, e] = factor * disc.draws(r, n_draws)  # (draws, mixtures)
+            delta[:, :, e] = factor * disc.draws(r, n_draws, self.own_domain(name))  # (draws, mixtures)
         return delta.reshape(n_draws, -1)
 
     def predict_point(self, mixtures=None) -> pd.DataFrame:
@@ -170,7 +174,7 @@ class PipelineResult:
         lanes = jnp.asarray(self.lane_of_draw[idx])
         if discrepancy and self.discrepancy is not None:
             disc, per = self.eval_discrepancy(eval)
-            delta = disc.jax_fn(n, idx)
+            delta = disc.jax_fn(n, idx, self.own_domain(eval))
         else:
             delta, per = (lambda r: 0.0), 0.0
 
