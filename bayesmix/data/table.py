@@ -162,7 +162,8 @@ def _numeric_column(df: pd.DataFrame, name: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna().to_numpy() & values.notna().to_numpy()
     if bad.any():
-        raise RunTableError(f"column {name!r} has non-numeric values in run(s) {short_list(df.loc[bad, 'run'].unique())}: "
+        raise RunTableError(f"column {name!r} has non-numeric values in run(s) "
+                            f"{short_list(df.loc[bad, 'run'].unique())}: "
                             f"{short_list(repr(v) for v in values[bad].unique())}")
     return pd.Series(numbers.to_numpy(dtype=np.float64, na_value=np.nan), index=values.index, name=name)
 
@@ -182,15 +183,16 @@ def _check_integers(df: pd.DataFrame, name: str) -> None:
     bad = ~np.isfinite(values) | (values <= 0) | (values != np.round(values))
     if bad.any():
         raise RunTableError(f"column {name!r} must hold positive integers; bad values "
-                            f"{short_list(pd.unique(values[bad]))} in run(s) {short_list(df.loc[bad, 'run'].unique())}")
+                            f"{short_list(pd.unique(values[bad]))} in run(s) "
+                            f"{short_list(df.loc[bad, 'run'].unique())}")
 
 
 def _check_losses(df: pd.DataFrame) -> None:
     loss = df["loss"].to_numpy(np.float64)
     bad = ~np.isfinite(loss) | (loss <= 0)
     if bad.any():
-        where = short_list(f"{r.run}@{_num(r.step)}/{r.eval}={r.loss}" for r in df.loc[bad, ["run", "step", "eval", "loss"]]
-                     .itertuples())
+        rows = df.loc[bad, ["run", "step", "eval", "loss"]].itertuples()
+        where = short_list(f"{r.run}@{_num(r.step)}/{r.eval}={r.loss}" for r in rows)
         raise RunTableError(f"losses must be finite and positive; bad rows (run@step/eval=loss): {where}")
 
 
@@ -200,7 +202,8 @@ def _check_range(df: pd.DataFrame, cols: list[str]) -> None:
     if outside.any():
         bad_rows, bad_cols = np.nonzero(outside)
         raise RunTableError(
-            f"proportions must lie in [0, 1]; bad values in column(s) {short_list(cols[j] for j in sorted(set(bad_cols)))} "
+            f"proportions must lie in [0, 1]; bad values in column(s) "
+            f"{short_list(cols[j] for j in sorted(set(bad_cols)))} "
             f"of run(s) {short_list(df['run'].iloc[bad_rows].unique())}"
         )
 

@@ -19,8 +19,8 @@ Distances are total variation on the simplex, ``d(r, s) = 0.5 * sum_j |r_j - s_j
   tried mixture: 0 inside every range, |S| / M when a group no run removed is cut to zero
   (a pair counts when each domain alone was once cut to zero but never both together);
   for the loss of a domain's own evaluation (``own=``), only the groups holding that domain
-  count, by its part of the group, 1 / |S| (1 when it alone is cut to zero). It scales the prior of the rise no backtest measures
-  (:mod:`bayesmix.pipeline.discrepancy`).
+  count, by its part of the group, 1 / |S| (1 when it alone is cut to zero). It scales the
+  prior of the rise no backtest measures (:mod:`bayesmix.pipeline.discrepancy`).
 * ``hull_distance(r, tried)``: each candidate's distance to the convex hull of the tried
   mixtures, ``min_{lambda in simplex} d(r, lambda^T tried)``, a linear programme. Zero means
   some weighting of the tried mixtures gives the candidate, so the law interpolates there.
@@ -92,17 +92,15 @@ def removed_share(candidates: np.ndarray, tried: np.ndarray, xp=np, own: int | N
     domain ``own``'s own evaluation, ``c_S = 1 / |S|`` for the groups holding it (its part of
     the group) and 0 for the rest (a domain that keeps its data is not starved): (n,) in [0, 1];
     ``xp``: the array namespace (``jax.numpy`` to trace it)."""
-    tried = np.atleast_2d(np.asarray(tried, float))
+    candidates, tried = xp.atleast_2d(xp.asarray(candidates, float)), np.atleast_2d(np.asarray(tried, float))
     groups = domain_groups(tried.shape[1])
     least = (tried @ groups.T).min(axis=0)  # (g,)
     keep = least > RANGE_TOLERANCE
-    groups, least = groups[keep], least[keep]
     if not keep.any():
-        return xp.zeros(xp.atleast_2d(xp.asarray(candidates, float)).shape[0])
-    weight = groups.sum(axis=1) / tried.shape[1]
-    if own is not None:
-        weight = (groups[:, own] > 0) / groups.sum(axis=1)
-    share = xp.atleast_2d(xp.asarray(candidates, float)) @ groups.T  # (n, g)
+        return xp.zeros(candidates.shape[0])
+    groups, least, size = groups[keep], least[keep], groups[keep].sum(axis=1)
+    weight = size / tried.shape[1] if own is None else (groups[:, own] > 0) / size
+    share = candidates @ groups.T  # (n, g)
     return (xp.clip((least - share) / least, 0.0, 1.0) * weight).max(axis=1)
 
 

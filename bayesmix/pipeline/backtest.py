@@ -20,8 +20,9 @@ in the overall, so one domain's own misses can be wider than its share of the ov
 gets its own discrepancy. Each stage's ``noise`` is the in-sample residual sd of that loss; a
 replayed step or size prediction also has its own spread ``sd``, from a residual bootstrap of
 the replayed fit (``BOOT`` refits), so that only the misses beyond the fit's own uncertainty
-count as discrepancy (:class:`bayesmix.pipeline.discrepancy.Backtest`). The mixing law's replays have no bootstrap (a leave-one-out fit per mixture is the cost already):
-their misses count whole, which widens intervals away from the tried mixtures only.
+count as discrepancy (:class:`bayesmix.pipeline.discrepancy.Backtest`). The mixing law's
+replays have no bootstrap (a leave-one-out fit per mixture is the cost already): their misses
+count whole, which widens intervals away from the tried mixtures only.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ At the target, the overall loss of a mixture r carries
     delta_d(r) = sum_s b_s,d x_s(r) + s_d(r) g_d(r),
     s_d(r)^2 = (k_step,d x_step)^2 + (k_size,d x_size)^2 + (k_mix,d d(r))^2
 
-plus, where r cuts domains below every tried share, a one-sided rise (below), with (b_s,d, k_s,d) drawn from each posterior (so the tails are those of a scale mixture),
+plus, where r cuts domains below every tried share, a one-sided rise (below), with
+(b_s,d, k_s,d) drawn from each posterior (so the tails are those of a scale mixture),
 x_step = log(S* / earliest last step of the runs handed downstream), x_size = |log(N* /
 nearest size)|, d(r) the distance of r to its nearest tried mixture, and g_d a
 unit-variance Gaussian field over the simplex with correlation exp(-TV(r, r') / length)
@@ -47,9 +48,10 @@ double the loss of the |S| / M of the evaluation that is theirs, so every loss c
 
 (:func:`bayesmix.decide.support.removed_share`: 0 inside every range, |S| / M when a group
 is cut to zero; for an eval domain named like a training domain, 1 when that domain is cut to
-zero, since its own loss can double, 1/2 for a pair holding it, 0 while it keeps its data), ``level`` the loss's typical value and h_d a second unit field,
-independent of g_d: half-normal, upward only (a starved domain gets worse, not better, than
-the law's smooth extrapolation), zero inside the tried ranges.
+zero, since its own loss can double, 1/2 for a pair holding it, 0 while it keeps its data),
+``level`` the loss's typical value and h_d a second unit field, independent of g_d:
+half-normal, upward only (a starved domain gets worse, not better, than the law's smooth
+extrapolation), zero inside the tried ranges.
 
 A step or size stage that ran but could not be replayed (e.g. three model sizes: the
 size law needs three to fit and a fourth to predict) *borrows* the other log-ratio stage's
