@@ -7,7 +7,7 @@ The whole public API, in the order of the flow (each name is imported on first u
                simulate_mixing, simulate_curves, simulate_campaign, NestedLaw, Schedule
     laws       get_law, LAWS, Law, LawData, resolve_priors, DEFAULT_PRIORS
     inference  fit, load_fit, FitResult, SamplerConfig, compare_laws, latent_grid, bootstrap, DiagnosticsError,
-               stack_chains
+               stack_chains, use_compile_cache
     pipeline   Pipeline, PipelineResult, load_pipeline, error_budget, target_truth, coverage_summary, verify
     decide     prob_beats, rank_mixtures, cvar, optimum, hull_optimum, predicted_optimum,
                compute_multiplier, effective_compute_multiplier, critical_proportion, SimplexBounds,
@@ -39,6 +39,7 @@ _EXPORTS = {  # submodule -> the names it exports
     "inference.compare": ["compare_laws", "latent_grid"],
     "inference.stacking": ["stack_chains"],
     "inference.bootstrap": ["bootstrap"],
+    "inference.compilecache": ["use_compile_cache"],
     "inference.diagnostics": ["DiagnosticsError"],
     "pipeline.nested": ["Pipeline", "PipelineResult"],
     "pipeline.store": ["load_pipeline"],

@@ -1,6 +1,6 @@
 """Shared fixtures: the public anchor tables, skipped cleanly when absent; fits at known
 parameters without a sampler (:func:`mocked_nuts`); a guard that fails any test without the
-``slow`` marker that samples NUTS."""
+``slow`` marker that samples NUTS; compiled programs kept on disk across the workers."""
 
 from __future__ import annotations
 
@@ -127,8 +127,18 @@ def _forbidden_in_fast_tier(fn, what: str):
     return guarded
 
 
+COMPILE_CACHE = REPO_ROOT / ".jax-cache"  # shared by the workers, the notebooks' kernels and CLI subprocesses
+
+
 def pytest_configure(config):
-    """Every NUTS entry point (numpyro's MCMC, the vmapped lanes) raises inside a fast test."""
+    """Compiled programs are kept in ``COMPILE_CACHE`` (unless ``BAYESMIX_COMPILE_CACHE`` says
+    otherwise), as the command line keeps them; every NUTS entry point (numpyro's MCMC, the
+    vmapped lanes) raises inside a fast test."""
+    from bayesmix.inference.compilecache import ENV, use_compile_cache
+
+    os.environ.setdefault(ENV, str(COMPILE_CACHE))
+    use_compile_cache()
+
     from numpyro.infer import MCMC
 
     from bayesmix.inference.lanes import LaneSampler

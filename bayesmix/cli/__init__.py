@@ -11,7 +11,8 @@
 
 Each subcommand lives in ``bayesmix/cli/<name>.py`` (``add_parser`` and
 ``run``). This entry point is the one place that sets process-wide JAX
-options; library calls never change them.
+options (the compiled programs kept on disk: :mod:`bayesmix.inference.compilecache`,
+``BAYESMIX_COMPILE_CACHE=0`` turns it off); library calls never change them.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
     warnings.showwarning = _one_line_warning
+    from bayesmix.inference.compilecache import use_compile_cache
+
+    if args.command != "train":  # the proxy trainer is torch's
+        use_compile_cache()
     try:
         return int(args.func(args) or 0)
     except (*USER_ERRORS, DiagnosticsError) as exc:

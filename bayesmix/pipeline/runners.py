@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from bayesmix.pipeline.nested import Pipeline
 
 
-
-
 LANE_FAIL_MAX = 0.1  # warn when more than this share of a stage's lanes diverge
 
 

@@ -259,12 +259,6 @@ def mix_stage(labels: pd.DataFrame, mean: np.ndarray, plan: Plan, *, unit: str, 
     return Stage("mix", data, None, np.arange(len(table)), priors)
 
 
-
-
-
-
-
-
 def lane_model(stage: Stage, meas_sd: np.ndarray | None = None):
     """The stage's numpyro model of one dataset, its lane-invariant arrays, and a cache key.
 
