@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bayesmix.inference.compilecache import ENV, cache_dir_from_env, default_cache_dir
+from bayesmix.inference.compilecache import ENV, cache_dir_from_env, default_cache_dir, prune
 
 PROGRAM = """
 import json, sys
@@ -44,6 +44,16 @@ def test_the_folder_comes_from_the_environment(tmp_path):
         assert cache_dir_from_env({ENV: off}) is None
     assert cache_dir_from_env({}) == default_cache_dir() == cache_dir_from_env({ENV: ""})
     assert default_cache_dir().parts[-2:] == ("bayesmix", "jax")
+
+
+def test_prune_drops_the_oldest_files_down_to_half_the_limit(tmp_path):
+    for k in range(10):  # file k: 100 bytes, written at time k
+        path = tmp_path / f"p{k}"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, ns=(k * 10**9, k * 10**9))
+    assert prune(tmp_path, max_bytes=1000) == 0 and len(entries(tmp_path)) == 10  # at the limit: kept
+    assert prune(tmp_path, max_bytes=900) == 6  # 1000 > 900: down to 450 bytes
+    assert entries(tmp_path) == {"p6", "p7", "p8", "p9"}
 
 
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ENV = "BAYESMIX_COMPILE_CACHE"
 OFF = ("0", "off", "false", "no")
-MAX_BYTES = 2**30  # the cache evicts its least recently used programs beyond this size
+MAX_BYTES = 2**30  # beyond this size, the oldest programs are dropped at the next start (:func:`prune`)
 
 
 def default_cache_dir() -> Path:
@@ -40,10 +40,30 @@ def cache_dir_from_env(environ=os.environ) -> Path | None:
     return Path(value).expanduser() if value else default_cache_dir()
 
 
+def prune(folder: Path, max_bytes: int = MAX_BYTES) -> int:
+    """Drop the least recently written files of ``folder`` until it holds at most half of
+    ``max_bytes``, when it holds more than ``max_bytes``; returns the number dropped.
+
+    Done once per process, at start: JAX's own size limit rescans the whole folder at every
+    program it stores (quadratic in the number of programs, thousands per fit)."""
+    files = [(p.stat().st_mtime_ns, p.stat().st_size, p) for p in folder.iterdir() if p.is_file()]
+    total = sum(size for _, size, _ in files)
+    if total <= max_bytes:
+        return 0
+    dropped = 0
+    for _, size, path in sorted(files):
+        if total <= max_bytes // 2:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        dropped += 1
+    return dropped
+
+
 def use_compile_cache(path: str | os.PathLike | None = None, *, environ=os.environ) -> Path | None:
     """Keep JAX's compiled programs in ``path`` (default: :func:`cache_dir_from_env`), every
-    program however quickly it compiled, up to ``MAX_BYTES``; returns the folder in use,
-    ``None`` when the cache is off.
+    program however quickly it compiled, the folder first pruned to ``MAX_BYTES``
+    (:func:`prune`); returns the folder in use, ``None`` when the cache is off.
 
     A folder already set in JAX (e.g. by ``JAX_COMPILATION_CACHE_DIR``) is kept and returned.
     Call it before the first fit: JAX decides once per process, at its first compilation,
@@ -59,6 +79,7 @@ def use_compile_cache(path: str | os.PathLike | None = None, *, environ=os.envir
         return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        prune(folder)
     except OSError as exc:
         warnings.warn(f"cannot keep compiled programs in {folder} ({exc}); every run compiles afresh "
                       f"(set {ENV} to a writable folder, or to 0)", UserWarning, stacklevel=2)
@@ -66,8 +87,7 @@ def use_compile_cache(path: str | os.PathLike | None = None, *, environ=os.envir
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return folder
 
 
-__all__ = ["ENV", "MAX_BYTES", "cache_dir_from_env", "default_cache_dir", "use_compile_cache"]
+__all__ = ["ENV", "MAX_BYTES", "cache_dir_from_env", "default_cache_dir", "prune", "use_compile_cache"]
