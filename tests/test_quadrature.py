@@ -110,8 +110,9 @@ def _prior_curves(n_curves, n=8, seed=0):
     x = np.stack([np.linspace(0.1, 0.5, n), np.zeros(n)], axis=1)
     X = np.stack([np.asarray(linear_basis(jnp.asarray(x), a)) for a in alpha])
     y = np.einsum("cnp,cp->cn", X, beta) + rng.normal(0, 1, (n_curves, n)) * sigma[:, None]
-    curves = {"x": np.broadcast_to(x, (n_curves, n, 2)).copy(), "y": y, "mask": np.ones((n_curves, n), bool),
-              "m": np.tile(m, (n_curves, 1)), "s": np.tile(s, (n_curves, 1)), "alpha_mu": np.full(n_curves, mu_a),
+    curves = {"x": np.broadcast_to(x, (n_curves, 1, n, 2)).copy(), "y": y[:, None],
+              "mask": np.ones((n_curves, 1, n), bool), "m": np.tile(m, (n_curves, 1, 1)),
+              "s": np.tile(s, (n_curves, 1, 1)), "alpha_mu": np.full(n_curves, mu_a),
               "alpha_tau": np.full(n_curves, tau_a), "sigma_scale": np.full(n_curves, h)}
     lo = np.tile([mu_a - 6 * tau_a, np.log(1e-6)], (n_curves, 1))
     hi = np.tile([mu_a + 6 * tau_a, np.log(6 * h)], (n_curves, 1))
@@ -133,7 +134,7 @@ def test_grid_posterior_covers_prior_draws_at_the_nominal_rate_and_a_shuffled_co
     coarse, fine = qd.grid_posterior(linear_basis, curves, lo, hi)
     assert qd.grid_checks(coarse, fine)["ok"].mean() > 0.85  # the rest: sigma drawn near 0, a posterior finer than the grid
     d = qd.draw(linear_basis, curves, fine, 400, seed=3)
-    at_one = d["beta"][..., 0]  # x = 1 is an extrapolation: the level at twice the last x
+    at_one = d["beta"][:, :, 0, 0]  # x = 1 is an extrapolation: the level at twice the last x
     band = 3.5 * np.sqrt(0.9 * 0.1 / n_curves)
     for draws, value in ((d["alpha"], truth["alpha"]), (at_one, truth["at_one"])):
         assert abs(_coverage(draws, value) - 0.9) < band
@@ -160,3 +161,24 @@ def test_the_fine_box_holds_the_coarse_mass():
               & (ls[:, None, :] >= box_lo[:, None, None, 1]) & (ls[:, None, :] <= box_hi[:, None, None, 1]))
     assert ((w * inside).sum(axis=(1, 2)) > 1 - 1e-4).all()
     assert (box_hi - box_lo < hi - lo + 1).all()
+
+
+def test_a_groups_log_posterior_is_the_sum_of_its_curves_evidences_and_a_masked_slot_adds_nothing():
+    """Curves sharing (alpha, sigma): log p_group = sum_k log p(y_k | alpha, sigma) + one prior, so the
+    grouped grid is the normalised sum of the single-curve grids less the K - 1 extra priors."""
+    singles, lo, hi, _ = _prior_curves(3)
+    grouped = {k: v[None, :, 0] if k in ("x", "y", "mask", "m", "s") else v[:1] for k, v in singles.items()}
+    shape = (12, 10)
+    one = qd.evaluate(linear_basis, singles, np.tile(lo[:1], (3, 1)), np.tile(hi[:1], (3, 1)), shape)
+    group = qd.evaluate(linear_basis, grouped, lo[:1], hi[:1], shape)
+    la, ls = group.centres()
+    prior = np.asarray(qd._log_prior(la[0][:, None], ls[0][None, :], singles["alpha_mu"][0],
+                                     singles["alpha_tau"][0], singles["sigma_scale"][0]))
+    expected = one.log_weight.sum(axis=0) - 2 * prior
+    expected -= np.log(np.exp(expected - expected.max()).sum()) + expected.max()
+    np.testing.assert_allclose(group.log_weight[0], expected, atol=1e-9)
+    padded = {k: (np.concatenate([v, v[:, :1]], axis=1) if k in ("x", "y", "m", "s") else
+                  np.concatenate([v, np.zeros_like(v[:, :1])], axis=1) if k == "mask" else v)
+              for k, v in grouped.items()}
+    np.testing.assert_allclose(qd.evaluate(linear_basis, padded, lo[:1], hi[:1], shape).log_weight,
+                               group.log_weight, atol=1e-12)

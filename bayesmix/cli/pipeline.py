@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
     group.add_argument("--draws", type=_count, default=100, help="kept draws per chain and lane (default 100)")
     group.add_argument("--step-sampler", default="grid", choices=["grid", "nuts"],
                        help="step law's curves: exact grid posterior (default) or one NUTS lane per curve")
+    group.add_argument("--size-sampler", default="grid", choices=["grid", "nuts"],
+                       help="size law on each upstream draw: exact grid posterior per eval domain (default) or "
+                            "NUTS lanes")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument("--strict", action="store_true", help="fail (exit 2) when a stage's convergence checks fail")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -96,6 +99,7 @@ def pipeline_from_args(args):
         lane_config=SamplerConfig.for_lanes(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.draws),
         strict=args.strict, progress=False if args.no_progress else None, discrepancy=not args.no_discrepancy,
         step_sampler=args.step_sampler,
+        size_sampler=args.size_sampler,
     )
 
 

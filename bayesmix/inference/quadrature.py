@@ -13,8 +13,14 @@ so the posterior of (log alpha, log sigma) is known up to a constant on a 2-D gr
 joint posterior is exact up to the grid's resolution. :func:`grid_posterior` evaluates it on
 a coarse grid spanning the prior, then on ``REFINEMENTS`` fine grids, each over the box that
 holds the last grid's mass (:func:`refine_box`); :func:`draw` samples a cell, a point uniformly within it
-and beta from its conditional Gaussian. Every function is vmapped over curves: arrays carry a
-leading curve axis C.
+and beta from its conditional Gaussian.
+
+A grid belongs to a *group* of K curves that share (alpha, sigma), each with its own
+coefficients beta_k (e.g. the size law's curves of one eval domain, one exponent and one noise
+sd per domain): given (alpha, sigma) the curves are independent, so the group's log evidence is
+the sum of theirs, sum_k log p(y_k | alpha, sigma). A lone curve is a group of one (K = 1); a
+curve slot whose observations are all masked adds exactly 0 (padding to a common K). Every
+function is vmapped over groups: arrays carry a leading group axis G, then the curve axis K.
 
 Checks (:func:`grid_checks`), the analogue of R-hat for a sampler: the share of the coarse
 posterior on the grid's outer cells (the range was too narrow) and the posterior sd along
@@ -41,8 +47,8 @@ REFINEMENTS = 2  # fine grids after the coarse one, each over the box holding th
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """Per curve a regular grid: ``lo``/``hi`` (C, 2) bounds of (log alpha, log sigma) and the
-    cell counts ``shape``; ``log_weight`` (C, A, S) the normalised log posterior of every cell
+    """Per group a regular grid: ``lo``/``hi`` (G, 2) bounds of (log alpha, log sigma) and the
+    cell counts ``shape``; ``log_weight`` (G, A, S) the normalised log posterior of every cell
     (cell centres at lo + (k + 1/2) (hi - lo) / shape)."""
 
     lo: np.ndarray
@@ -54,7 +60,7 @@ class Grid:
         return self.log_weight.shape[1:]
 
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Cell centres (C, A) of log alpha and (C, S) of log sigma."""
+        """Cell centres (G, A) of log alpha and (G, S) of log sigma."""
         (na, ns), width = self.shape, (self.hi - self.lo)
         a = self.lo[:, :1] + (np.arange(na) + 0.5) * width[:, :1] / na
         s = self.lo[:, 1:] + (np.arange(ns) + 0.5) * width[:, 1:] / ns
@@ -108,14 +114,15 @@ def _log_prior(log_alpha, log_sigma, alpha_mu, alpha_tau, sigma_scale):
     return la + ls
 
 
-def _curve_log_post(basis, x, y, mask, m, s, alpha_mu, alpha_tau, sigma_scale, log_alpha, log_sigma):
-    """Unnormalised log posterior (A, S) of one curve on the cell centres ``log_alpha`` (A,) and
-    ``log_sigma`` (S,). ``basis(x, alpha)`` -> X (n, p); masked rows are left out."""
+def _group_log_post(basis, x, y, mask, m, s, alpha_mu, alpha_tau, sigma_scale, log_alpha, log_sigma):
+    """Unnormalised log posterior (A, S) of one group of K curves on the cell centres ``log_alpha``
+    (A,) and ``log_sigma`` (S,): x (K, n, ...), y and mask (K, n), m and s (K, p); the prior's
+    alpha_mu, alpha_tau, sigma_scale scalars. ``basis(x, alpha)`` -> X (n, p); masked rows are left out."""
     w = mask.astype(y.dtype)
 
     def at_alpha(la):
-        terms = whitened_svd(basis(x, jnp.exp(la)), y, w, m, s)
-        return jax.vmap(lambda ls: log_evidence(terms, jnp.exp(ls)))(log_sigma)
+        terms = jax.vmap(lambda *c: whitened_svd(basis(c[0], jnp.exp(la)), *c[1:]))(x, y, w, m, s)
+        return jax.vmap(lambda ls: jnp.sum(jax.vmap(log_evidence, in_axes=(0, None))(terms, jnp.exp(ls))))(log_sigma)
 
     log_ev = jax.vmap(at_alpha)(log_alpha)
     return log_ev + _log_prior(log_alpha[:, None], log_sigma[None, :], alpha_mu, alpha_tau, sigma_scale)
@@ -129,18 +136,18 @@ def _normalise(log_post: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_log_post(basis):
-    """The jitted log posterior of a batch of curves for one ``basis`` (compiled once per shape)."""
+    """The jitted log posterior of a batch of groups for one ``basis`` (compiled once per shape)."""
     def one(c):
-        return _curve_log_post(basis, c["x"], c["y"], c["mask"], c["m"], c["s"], c["alpha_mu"], c["alpha_tau"],
+        return _group_log_post(basis, c["x"], c["y"], c["mask"], c["m"], c["s"], c["alpha_mu"], c["alpha_tau"],
                                c["sigma_scale"], c["la"], c["ls"])
 
     return jax.jit(lambda args: jax.lax.map(one, args, batch_size=64))
 
 
 def evaluate(basis, curves: dict, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int]) -> Grid:
-    """The grid posterior of every curve on its box ``lo``/``hi`` (C, 2). ``curves``: ``x``, ``y``,
-    ``mask`` (C, n); ``m``, ``s`` (C, p) the coefficients' prior; ``alpha_mu``, ``alpha_tau``,
-    ``sigma_scale`` (C,)."""
+    """The grid posterior of every group on its box ``lo``/``hi`` (G, 2). ``curves``: ``x``, ``y``,
+    ``mask`` (G, K, n); ``m``, ``s`` (G, K, p) the coefficients' prior; ``alpha_mu``, ``alpha_tau``,
+    ``sigma_scale`` (G,)."""
     grid = Grid(np.asarray(lo, float), np.asarray(hi, float), np.zeros((len(lo),) + tuple(shape)))
     la, ls = grid.centres()
     args = {k: jnp.asarray(v) for k, v in curves.items()} | {"la": jnp.asarray(la), "ls": jnp.asarray(ls)}
@@ -149,13 +156,13 @@ def evaluate(basis, curves: dict, lo: np.ndarray, hi: np.ndarray, shape: tuple[i
 
 
 def refine_box(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Per curve the box (lo, hi) of the cells within exp(-KEEP_LOG) of the largest, widened by
-    one cell on each side: (C, 2) each."""
+    """Per group the box (lo, hi) of the cells within exp(-KEEP_LOG) of the largest, widened by
+    one cell on each side: (G, 2) each."""
     la, ls = grid.centres()
     keep = grid.log_weight >= grid.log_weight.max(axis=(1, 2), keepdims=True) - KEEP_LOG
     out = []
     for axis, centres in ((2, la), (1, ls)):
-        any_kept = keep.any(axis=axis)  # (C, cells of this axis)
+        any_kept = keep.any(axis=axis)  # (G, cells of this axis)
         step = (grid.hi - grid.lo)[:, 2 - axis] / grid.shape[2 - axis]
         first = np.argmax(any_kept, axis=1)
         last = any_kept.shape[1] - 1 - np.argmax(any_kept[:, ::-1], axis=1)
@@ -166,7 +173,7 @@ def refine_box(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grid_posterior(basis, curves: dict, lo: np.ndarray, hi: np.ndarray) -> tuple[Grid, Grid]:
-    """The coarse grid on ``lo``/``hi`` (C, 2) and the last of ``REFINEMENTS`` fine grids, each
+    """The coarse grid on ``lo``/``hi`` (G, 2) and the last of ``REFINEMENTS`` fine grids, each
     over the box holding the previous grid's mass."""
     coarse = fine = evaluate(basis, curves, lo, hi, COARSE)
     for _ in range(REFINEMENTS):
@@ -175,14 +182,14 @@ def grid_posterior(basis, curves: dict, lo: np.ndarray, hi: np.ndarray) -> tuple
 
 
 def edge_mass(grid: Grid) -> np.ndarray:
-    """Posterior share (C,) on the outer ring of cells."""
+    """Posterior share (G,) on the outer ring of cells."""
     w = np.exp(grid.log_weight)
     inner = w[:, 1:-1, 1:-1].sum(axis=(1, 2))
     return np.clip(1.0 - inner, 0.0, 1.0)
 
 
 def resolution(grid: Grid) -> np.ndarray:
-    """Posterior sd along each axis in cells, the smaller of the two (C,)."""
+    """Posterior sd along each axis in cells, the smaller of the two (G,)."""
     w = np.exp(grid.log_weight)
     (la, ls), width = grid.centres(), (grid.hi - grid.lo) / np.array(grid.shape)
     out = []
@@ -193,7 +200,7 @@ def resolution(grid: Grid) -> np.ndarray:
 
 
 def grid_checks(coarse: Grid, fine: Grid) -> dict[str, np.ndarray]:
-    """Per curve: ``edge_mass`` of the coarse grid, ``resolution`` of the fine one, ``ok`` when
+    """Per group: ``edge_mass`` of the coarse grid, ``resolution`` of the fine one, ``ok`` when
     both pass (``EDGE_MASS_MAX``, ``RESOLUTION_MIN``)."""
     edge, cells = edge_mass(coarse), resolution(fine)
     return {"edge_mass": edge, "resolution": cells, "ok": (edge <= EDGE_MASS_MAX) & (cells >= RESOLUTION_MIN)}
@@ -201,27 +208,38 @@ def grid_checks(coarse: Grid, fine: Grid) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_draw(basis):
-    """The jitted conditional draws of beta, (draws, C, p), for one ``basis``."""
-    def one(c, la, ls, zz):
-        terms = whitened_svd(basis(c["x"], jnp.exp(la)), c["y"], c["mask"].astype(c["y"].dtype), c["m"], c["s"])
-        return conditional_draw(terms, jnp.exp(ls), c["m"], c["s"], zz)
+    """The jitted conditional draws of beta, (draws, G, K, p), for one ``basis``."""
+    def one(x, y, mask, m, s, la, ls, zz):
+        terms = whitened_svd(basis(x, jnp.exp(la)), y, mask.astype(y.dtype), m, s)
+        return conditional_draw(terms, jnp.exp(ls), m, s, zz)
 
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, 0, 0)), in_axes=(0, 1, 1, 1), out_axes=1))
+    per_curve = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None, 0))  # the K curves of a group, one (alpha, sigma)
+    per_draw = jax.vmap(per_curve, in_axes=(None, None, None, None, None, 0, 0, 0))
+
+    def per_group(args):
+        c, la, ls, z = args
+        return per_draw(c["x"], c["y"], c["mask"], c["m"], c["s"], la, ls, z)
+
+    def all_groups(c, la, ls, z):  # la, ls (draws, G), z (draws, G, K, p): mapped over groups in batches
+        out = jax.lax.map(per_group, (c, la.T, ls.T, jnp.swapaxes(z, 0, 1)), batch_size=16)
+        return jnp.swapaxes(out, 0, 1)
+
+    return jax.jit(all_groups)
 
 
 def draw(basis, curves: dict, grid: Grid, n_draws: int, seed: int) -> dict[str, np.ndarray]:
-    """``n_draws`` joint posterior draws per curve: ``alpha``, ``sigma`` (n_draws, C) and ``beta``
-    (n_draws, C, p). A cell is drawn by its weight, a point uniformly within it, and beta from
-    its conditional Gaussian (:func:`conditional_draw`)."""
+    """``n_draws`` joint posterior draws per group: ``alpha``, ``sigma`` (n_draws, G) and ``beta``
+    (n_draws, G, K, p). A cell is drawn by its weight, a point uniformly within it, and every
+    curve's beta from its conditional Gaussian (:func:`conditional_draw`)."""
     rng = np.random.default_rng(seed)
-    C, (na, ns) = grid.log_weight.shape[0], grid.shape
-    w = np.exp(grid.log_weight.reshape(C, -1))
-    u = rng.random((n_draws, C))
+    G, (na, ns) = grid.log_weight.shape[0], grid.shape
+    w = np.exp(grid.log_weight.reshape(G, -1))
+    u = rng.random((n_draws, G))
     cells = np.stack([np.minimum(np.searchsorted(np.cumsum(w[c]) / w[c].sum(), u[:, c]), na * ns - 1)
-                      for c in range(C)], axis=1)  # (n_draws, C)
+                      for c in range(G)], axis=1)  # (n_draws, G)
     width = (grid.hi - grid.lo) / np.array([na, ns])
-    point = grid.lo + (np.stack([cells // ns, cells % ns], axis=-1) + rng.random((n_draws, C, 2))) * width
-    z = rng.standard_normal((n_draws, C, curves["m"].shape[1]))
+    point = grid.lo + (np.stack([cells // ns, cells % ns], axis=-1) + rng.random((n_draws, G, 2))) * width
+    z = rng.standard_normal((n_draws,) + curves["m"].shape)
 
     args = {k: jnp.asarray(v) for k, v in curves.items()}
     beta = np.asarray(_compiled_draw(basis)(args, jnp.asarray(point[..., 0]), jnp.asarray(point[..., 1]),

@@ -155,14 +155,20 @@ GRID_DRAWS = 400  # joint draws per curve
 PILOT_DRAWS = 256  # draws per curve of the first pass, reweighted to find the population (reweighted_em)
 
 
-def linear_basis(x, alpha):
-    """Design X (n, p) of the step law given the exponent: ``x`` (n, 2) holds x1 and x2 (the
-    annealing area; zeros for the power law), and the mean is X @ (level, floor, anneal):
+def power_basis(x, alpha):
+    """Design X (n, 2) of the power law given the exponent, ``x`` (n,): the mean is X @ (level, floor),
 
-        floor + (level - floor) x1^-alpha - anneal x2 = level t + floor (1 - t) - anneal x2,  t = x1^-alpha
+        floor + (level - floor) x^-alpha = level t + floor (1 - t),  t = x^-alpha
     """
-    t = jnp.power(x[:, 0], -alpha)
-    return jnp.stack([t, 1.0 - t, -x[:, 1]], axis=1)
+    t = jnp.power(x, -alpha)
+    return jnp.stack([t, 1.0 - t], axis=1)
+
+
+def linear_basis(x, alpha):
+    """Design X (n, 3) of the step law given the exponent: ``x`` (n, 2) holds x1 and x2 (the
+    annealing area; zeros for the power law), and the mean is X @ (level, floor, anneal):
+    :func:`power_basis` of x1, then - anneal x2."""
+    return jnp.concatenate([power_basis(x[:, 0], alpha), -x[:, 1:2]], axis=1)
 
 
 def _spread(transform, loc: float, sd: float) -> tuple[float, float]:
@@ -265,7 +271,7 @@ def per_curve_population(population: dict, group: np.ndarray) -> dict:
 
 
 def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Per-curve inputs of :mod:`bayesmix.inference.quadrature` and the grid's box (lo, hi) (C, 2):
+    """Per-curve inputs of :mod:`bayesmix.inference.quadrature` (each curve a group of one) and the grid's box (lo, hi) (C, 2):
     log exponent within max(6 tau, 3) of the population's, log sigma from 1e-6 y_ref to 6 times
     the HalfNormal scale (its mass beyond: 2e-9). The power law's anneal coefficient is pinned at 0 (sd 1e-9, x2 = 0)."""
     y_ref = np.asarray(batch["y_ref"], float)
@@ -278,7 +284,8 @@ def grid_inputs(batch: dict, priors: dict, population: dict, annealing: bool) ->
                                    per_curve(population["anneal_share_sd"]) if annealing else np.full(C, 1e-9)], axis=1)
     sigma_scale = priors["noise_scale"] * y_ref
     alpha_mu, alpha_tau = per_curve(population["exponent_log_mu"]), per_curve(population["exponent_log_tau"])
-    curves = {"x": np.stack([batch["x"], x2], axis=-1), "y": batch["y"], "mask": batch["mask"], "m": m, "s": s,
+    curves = {"x": np.stack([batch["x"], x2], axis=-1)[:, None], "y": batch["y"][:, None],
+              "mask": batch["mask"][:, None], "m": m[:, None], "s": s[:, None],  # every curve a group of one
               "alpha_mu": alpha_mu, "alpha_tau": alpha_tau, "sigma_scale": sigma_scale}
     half = np.maximum(6 * alpha_tau, 3.0)
     lo = np.stack([alpha_mu - half, np.log(1e-6 * y_ref)], axis=1)
@@ -291,9 +298,10 @@ def _grid_pass(batch: dict, priors: dict, population: dict, annealing: bool, n_d
     curves, lo, hi = grid_inputs(batch, priors, population, annealing)
     coarse, fine = qd.grid_posterior(linear_basis, curves, lo, hi)
     d = qd.draw(linear_basis, curves, fine, n_draws, seed)
-    params = {"level": d["beta"][..., 0], "floor": d["beta"][..., 1], "exponent": d["alpha"], "sigma": d["sigma"]}
+    beta = d["beta"][:, :, 0]  # (n_draws, C, p): the one curve of each group
+    params = {"level": beta[..., 0], "floor": beta[..., 1], "exponent": d["alpha"], "sigma": d["sigma"]}
     if annealing:
-        params["anneal"] = d["beta"][..., 2]
+        params["anneal"] = beta[..., 2]
     return params, qd.grid_checks(coarse, fine)
 
 

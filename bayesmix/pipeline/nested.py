@@ -49,6 +49,7 @@ from bayesmix.pipeline.runners import StageOutput
 
 MODES = ("draws", "moments", "point")
 STEP_SAMPLERS = ("grid", "nuts")
+SIZE_SAMPLERS = ("grid", "nuts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,10 @@ class Pipeline:
     (the exact posterior by quadrature over exponent and noise sd, Normal likelihood;
     :func:`bayesmix.pipeline.curves.grid_curves`) or ``"nuts"`` (one NUTS lane per curve with
     ``curve_config``, Student-t likelihood; :func:`bayesmix.pipeline.curves.fit_curves`).
+    ``size_sampler``: how the size law is fitted on each upstream dataset, ``"grid"`` (the exact
+    posterior by quadrature over each eval domain's exponent and noise sd, Normal likelihood;
+    :mod:`bayesmix.pipeline.sizegrid`; moments mode keeps NUTS) or ``"nuts"`` (lanes warm-started
+    from an anchor fit, Student-t likelihood).
     ``weights``: eval weights of the overall loss. ``target_schedule``: the target
     run's learning-rate schedule (:class:`bayesmix.data.schedule.Schedule`; ``None``: each
     proxy run's own plan), used by the schedule-aware step law when the runs record
@@ -88,6 +93,7 @@ class Pipeline:
     lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=100, num_samples=100)
     curve_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=4, num_warmup=200, num_samples=100, dense_mass=True)
     step_sampler: str = "grid"
+    size_sampler: str = "grid"
     n_starts: int = 16
     boot_starts: int = 4
     strict: bool = False
@@ -99,6 +105,8 @@ class Pipeline:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.step_sampler not in STEP_SAMPLERS:
             raise ValueError(f"step_sampler must be one of {STEP_SAMPLERS}, got {self.step_sampler!r}")
+        if self.size_sampler not in SIZE_SAMPLERS:
+            raise ValueError(f"size_sampler must be one of {SIZE_SAMPLERS}, got {self.size_sampler!r}")
         if int(self.n_draws) < 2:
             raise ValueError(f"n_draws must be at least 2, got {self.n_draws}")
         for name, value in (("target_size", self.target_size), ("target_step", self.target_step)):
@@ -129,4 +137,4 @@ class Pipeline:
         return run_chain(self, runs, plan, seed=seed)
 
 
-__all__ = ["MODES", "STEP_SAMPLERS", "Pipeline", "PipelineResult", "StageOutput"]
+__all__ = ["MODES", "SIZE_SAMPLERS", "STEP_SAMPLERS", "Pipeline", "PipelineResult", "StageOutput"]

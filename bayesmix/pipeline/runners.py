@@ -24,7 +24,7 @@ from bayesmix.inference.diagnostics import DiagnosticsError, DiagnosticsWarning
 from bayesmix.inference.fit import labelled_draws, summarise_draws
 from bayesmix.pipeline.lanenoise import lane_ratios, shrink_predictions
 from bayesmix.laws.mixtures import mix_columns
-from bayesmix.pipeline import curves
+from bayesmix.pipeline import curves, sizegrid
 from bayesmix.pipeline import stages as st
 
 if TYPE_CHECKING:
@@ -75,11 +75,13 @@ def lanes_problem(summary: Mapping) -> str:
     grid's checks."""
     lanes = int(summary.get("lanes", 1))
     if summary.get("sampler") == "grid":
-        failed = summary.get("failed_curves") or []
-        return (f"{len(failed)} of {lanes} curves fail the grid's checks (largest posterior share on the grid's "
-                f"edge {summary.get('edge_mass_max', np.nan):.2g}, at most {EDGE_MASS_MAX:g}; coarsest "
-                f"resolution {summary.get('resolution_min', np.nan):.1f} cells per posterior sd, at least "
-                f"{RESOLUTION_MIN:g}); curves {failed[:10]}")
+        failed = summary.get("failed", summary.get("failed_curves")) or []
+        unit = summary.get("grid_unit")  # None: one grid per curve
+        what = f"grids (one per {unit})" if unit else "curves"
+        return (f"{len(failed)} of {summary.get('grids', lanes)} {what} fail the grid's checks (largest posterior "
+                f"share on the grid's edge {summary.get('edge_mass_max', np.nan):.2g}, at most {EDGE_MASS_MAX:g}; "
+                f"coarsest resolution {summary.get('resolution_min', np.nan):.1f} cells per posterior sd, at least "
+                f"{RESOLUTION_MIN:g}); {what.split()[0]} {failed[:10]}")
     if lanes <= 1:
         return f"R-hat {summary.get('rhat_max', np.nan):.3f}, {summary.get('divergences', 0)} divergences"
     per = f" (one per {summary['lane']})" if summary.get("lane") else ""
@@ -278,11 +280,23 @@ class StageFit:
 
 def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *, seed: int,
              rng: np.random.Generator) -> StageFit:
-    """Size stage on the step stage's output: stage, output, diagnostics."""
+    """Size stage on the step stage's output: stage, output, diagnostics.
+
+    With ``pipeline.size_sampler`` "grid" every dataset is fitted by quadrature
+    (:mod:`bayesmix.pipeline.sizegrid`), except in moments mode, whose known measurement sd per
+    point the grid's one noise sd per domain cannot carry: there, and with "nuts", NUTS lanes."""
     stage = st.size_stage(up.labels, up.values.mean(axis=0), plan, priors=priors)
-    lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
-                                   None if up.sd is None else up.sd[stage.inputs], seed=seed)
-    k, correction = own_noise(stage, lanes, up.values[:, stage.inputs])
+    values = up.values[:, stage.inputs]
+    if pipeline.size_sampler == "grid" and up.sd is None:
+        stage = sizegrid.grid_stage(stage)
+        lanes, population, checks = sizegrid.fit_size_grid(stage, values, seed=seed)
+        diagnostics = sizegrid.size_grid_summary(checks, list(stage.data.coords["eval"])) | {"lane": "dataset"}
+        diagnostics = check_summary("size", diagnostics, pipeline.strict) | {"population": population}
+        k, correction = own_noise(stage, lanes, values)
+        out, _ = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng, k)
+        return StageFit(stage, diagnostics | correction, output=out)
+    lanes, anchor = fit_downstream(pipeline, stage, values, None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    k, correction = own_noise(stage, lanes, values)
     out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng, k)
     return StageFit(stage, _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor) | correction,
                     output=out)

@@ -380,9 +380,11 @@ def stage_diagnostics(result) -> pd.DataFrame:
     """One row per fitted stage of a pipeline: R-hat, divergences, lanes, failures, problems."""
     from bayesmix.pipeline.runners import lanes_failed, lanes_problem
 
-    grid = result.diagnostics.get("step", {}).get("sampler") == "grid"
-    stage_names = {"step": "step law (exact grid posterior per curve)" if grid else "step law (one lane per curve)",
-                   "size": "size law (one lane per dataset)", "mix": "mixing law (one lane per dataset)"}
+    grid = {name: diag.get("sampler") == "grid" for name, diag in result.diagnostics.items()}
+    stage_names = {"step": "step law (exact grid posterior per curve)" if grid.get("step") else
+                   "step law (one lane per curve)",
+                   "size": "size law (exact grid posterior per dataset and eval domain)" if grid.get("size") else
+                   "size law (one lane per dataset)", "mix": "mixing law (one lane per dataset)"}
     rows = []
     for name, diag in result.diagnostics.items():
         lanes = int(diag.get("lanes", 1))
@@ -403,7 +405,8 @@ def pipeline_settings(result, n_random: int, settings: Mapping[str, object] | No
             "stages fitted": ", ".join(result.stages), "propagation mode": p.mode,
             "upstream draws (D)": p.n_draws, "posterior draws pooled": result.n_draws_total,
             "min step (warm-up cut)": p.min_step, "eval weights": _weights_text(result),
-            "step-law sampler": _step_sampler_text(p), "lane sampler": _config_text(p.lane_config),
+            "step-law sampler": _step_sampler_text(p), "size-law sampler": _size_sampler_text(p, p.mode),
+            "lane sampler": _config_text(p.lane_config),
             "single-fit sampler": _config_text(p.fit_config),
             "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
             "seed": result.seed, "candidates ranked": f"tried + baseline + given + {n_random} Dirichlet(1) draws",
@@ -597,17 +600,16 @@ def _step_sampler_text(pipeline) -> str:
     return "NUTS per curve, " + _config_text(pipeline.curve_config)
 
 
+def _size_sampler_text(pipeline, mode: str) -> str:
+    """How the size law was fitted on each upstream dataset."""
+    if getattr(pipeline, "size_sampler", "nuts") == "grid" and mode == "draws":
+        return "exact posterior per dataset and eval domain by quadrature over (exponent, noise sd), Normal likelihood"
+    return "NUTS lanes warm-started from an anchor fit" if mode == "draws" else "one fit (see the single-fit sampler)"
+
+
 def _config_text(config) -> str:
     return (f"{config.num_chains} chains x {config.num_samples} draws after {config.num_warmup} warm-up"
             + (", dense mass" if getattr(config, "dense_mass", False) else ""))
-
-
-
-
-
-
-
-
 
 
 def report_from_fit(

@@ -1,0 +1,159 @@
+"""The size stage by quadrature: recovery of known per-domain exponents and target-size losses,
+with a negative control, and the grid's shapes and checks (no Markov chain: fast tier)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesmix.laws import get_law, resolve_priors
+from bayesmix.pipeline import sizegrid
+from bayesmix.pipeline import stages as st
+from bayesmix.pipeline.nested import Pipeline
+from bayesmix.pipeline.runners import lanes_failed, lanes_problem
+
+SIZES = np.array([1e6, 2e6, 4e6, 8e6])
+TARGET = 64e6
+EXPONENTS = {"e1": 0.3, "e2": 0.5, "e3": 0.8}
+SIGMA = 0.01
+D = 20  # noisy datasets (lanes)
+
+
+def truth(n_mixtures: int = 12, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Per (mixture, eval) a floor share near 0.7 and a level near 3 at the largest size; returns the
+    curves (mixture, eval, floor, level) and the exact losses at SIZES (C, 4) and at TARGET (C,)."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"m{m}", e, 3.0 * np.exp(0.1 * rng.standard_normal()), rng.uniform(0.6, 0.8))
+            for m in range(n_mixtures) for e in EXPONENTS]
+    curves = pd.DataFrame(rows, columns=["mixture", "eval", "level", "share"])
+    beta = curves["eval"].map(EXPONENTS).to_numpy()
+    floor = (curves["level"] * curves["share"]).to_numpy()
+    law = lambda n: floor[:, None] + (curves["level"].to_numpy() - floor)[:, None] * (n / SIZES.max()) ** -beta[:, None]  # noqa: E731
+    return curves, law(SIZES), law(np.array([TARGET]))[:, 0]
+
+
+def size_stage(curves: pd.DataFrame, losses: np.ndarray) -> st.Stage:
+    """The pipeline's size stage over a run table of these curves (one run per mixture and size)."""
+    rows = []
+    for c, row in curves.iterrows():
+        m = int(row["mixture"][1:])
+        for j, size in enumerate(SIZES):
+            rows.append({"run": f"{row['mixture']}s{j}", "size": int(size), "step": 1000, "eval": row["eval"],
+                         "loss": losses[c, j], "mix.a": (m + 1) / 20, "mix.b": 1 - (m + 1) / 20})
+    table = pd.DataFrame(rows)
+    law = get_law("size_pooled")
+    data = law.prepare(table, step=1000)
+    return st.Stage("size", data, law.query(data, sizes=[TARGET]), np.arange(data.n_obs), resolve_priors("size"),
+                    law_name=law.name)
+
+
+def datasets(stage: st.Stage, curves: pd.DataFrame, losses: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` noisy copies (n, n_obs) of the exact losses, in the stage's observation order."""
+    index = stage.data.obs_index
+    key = dict(zip(zip(curves["mixture"], curves["eval"]), range(len(curves))))
+    c = np.array([key[(m, e)] for m, e in zip(index["mixture"].astype(str), index["eval"].astype(str))])
+    j = np.searchsorted(SIZES, index["size"].to_numpy(float))
+    exact = losses[c, j]
+    return exact[None] + SIGMA * np.random.default_rng(seed).standard_normal((n, exact.size))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    curves, losses, at_target = truth()
+    stage = sizegrid.grid_stage(size_stage(curves, losses))
+    values = datasets(stage, curves, losses, D, seed=1)
+    with jax.enable_x64(True):
+        lanes, population, checks = sizegrid.fit_size_grid(stage, values, seed=0, n_draws=400)
+        pred = st.predict_stage(stage, lanes.pooled())
+    return curves, stage, lanes, population, checks, pred, at_target
+
+
+def _covered(draws: np.ndarray, value: np.ndarray, prob: float = 0.9) -> np.ndarray:
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return (value >= lo) & (value <= hi)
+
+
+def test_the_grid_recovers_each_domains_exponent_and_a_wrong_one_is_excluded(fitted):
+    """90% intervals of the D x E exponents cover the truth at the nominal rate (within 3.5 binomial
+    sd); moved to 1.5 times the truth they cover almost nothing (negative control)."""
+    _, stage, lanes, _, checks, _, _ = fitted
+    assert checks["ok"].all()
+    ce = stage.data.arrays["curve_eval"]
+    first = [int(np.flatnonzero(ce == e)[0]) for e in range(len(EXPONENTS))]
+    draws = lanes.samples["exponent"][:, 0][..., first]  # (D, draws, E): one exponent per domain and dataset
+    want = np.array([EXPONENTS[e] for e in stage.data.coords["eval"]])
+    covered = _covered(np.moveaxis(draws, 1, 0), np.broadcast_to(want, (D, len(want))))
+    assert abs(covered.mean() - 0.9) < 3.5 * np.sqrt(0.09 / covered.size), covered.mean()
+    assert _covered(np.moveaxis(draws, 1, 0), np.broadcast_to(1.5 * want, (D, len(want)))).mean() < 0.05
+    for e in range(len(EXPONENTS)):
+        same = lanes.samples["exponent"][..., ce == e]
+        assert np.all(same == same[..., :1])  # every curve of the domain shares it
+
+
+def test_the_grid_covers_the_target_size_losses(fitted):
+    curves, stage, _, _, _, pred, at_target = fitted
+    labels = stage.query.labels
+    key = dict(zip(zip(curves["mixture"], curves["eval"]), at_target))
+    want = np.array([key[(m, e)] for m, e in zip(labels["mixture"].astype(str), labels["eval"].astype(str))])
+    per_lane = pred.reshape(D, -1, pred.shape[-1])  # each dataset's own posterior: coverage at the nominal rate
+    covered = np.stack([_covered(p, want) for p in per_lane])
+    assert abs(covered.mean() - 0.9) < 0.1, covered.mean()  # curves of a dataset share its exponent: not independent
+    assert _covered(pred, want + 0.1).mean() < 0.05  # negative control: 0.1 nats off is far outside
+
+
+def test_the_floor_population_is_near_the_simulated_shares(fitted):
+    _, _, _, population, _, _, _ = fitted
+    assert population["groups"] == list(EXPONENTS)
+    assert np.allclose(population["floor_share_mu"], 0.7, atol=0.08)
+    assert population["floor_share_sd"] >= 0.05 and population["ess_min"] > 10
+
+
+def test_lanes_carry_one_chain_of_draws_per_dataset(fitted):
+    _, stage, lanes, _, _, _, _ = fitted
+    C, E = len(stage.data.coords["curve"]), int(stage.data.arrays["n_evals"])
+    assert lanes.samples["level"].shape == (D, 1, 400, C) and lanes.samples["sigma"].shape == (D, 1, 400, E)
+    assert lanes.n_lanes == D and not lanes.diverging.any()
+    assert np.quantile(lanes.samples["sigma"], 0.05) < SIGMA < np.quantile(lanes.samples["sigma"], 0.95)
+    assert stage.priors["student_df"] == float("inf")
+
+
+def test_eval_slots_pad_the_smaller_domains_with_masked_slots():
+    slots, filled = sizegrid.eval_slots(np.array([0, 1, 0, 0, 1]), 2)
+    np.testing.assert_array_equal(slots[0], [0, 2, 3])
+    np.testing.assert_array_equal(slots[1, :2], [1, 4])
+    np.testing.assert_array_equal(filled, [[True, True, True], [True, True, False]])
+
+
+def test_a_failing_grid_is_named_and_fails_the_stage():
+    checks = {"ok": np.array([[True, False], [True, True]]), "edge_mass": np.array([[0.0, 0.2], [0.0, 0.0]]),
+              "resolution": np.full((2, 2), 5.0)}
+    summary = sizegrid.size_grid_summary(checks, ["e1", "e2"])
+    assert summary["failed"] == ["dataset 0 / e2"] and summary["fail_fraction"] == 0.25
+    assert lanes_failed(summary)
+    assert "1 of 4 grids (one per dataset and eval domain)" in lanes_problem(summary)
+    assert "dataset 0 / e2" in lanes_problem(summary)
+    fine = sizegrid.size_grid_summary(dict(checks, ok=np.ones((2, 2), bool)), ["e1", "e2"])
+    assert not lanes_failed(fine)
+
+
+def test_an_unknown_size_sampler_is_refused():
+    with pytest.raises(ValueError, match=r"size_sampler must be one of \('grid', 'nuts'\), got 'hmc'"):
+        Pipeline(size_sampler="hmc")
+
+
+def test_the_report_shows_a_grid_size_stage_as_exact_inference_with_its_checks():
+    import types
+
+    from bayesmix.report import build
+
+    checks = {"ok": np.ones((4, 2), bool), "edge_mass": np.full((4, 2), 1e-7), "resolution": np.full((4, 2), 6.5)}
+    result = types.SimpleNamespace(diagnostics={"size": sizegrid.size_grid_summary(checks, ["e1", "e2"])})
+    row = build.stage_diagnostics(result).set_index("part").loc["size law (exact grid posterior per dataset and "
+                                                                "eval domain)"]
+    assert bool(row["ok"]) and row["lanes"] == 4
+    assert row["notes"] == ("exact posterior by quadrature, no chains: largest posterior share on the grid's edge "
+                            "1e-07, coarsest resolution 6.5 cells per posterior sd")
+    assert build._size_sampler_text(Pipeline(), "draws").startswith("exact posterior per dataset and eval domain")
+    assert build._size_sampler_text(Pipeline(size_sampler="nuts"), "draws").startswith("NUTS lanes")
