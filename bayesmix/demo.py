@@ -55,7 +55,7 @@ class DemoSettings:
     mode: str = "draws"
     n_draws: int = 16
     fit_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=500, num_samples=500)
-    lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=100)
+    lane_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=300)
     curve_config: SamplerConfig = SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=150, dense_mass=True)
     q: int = 4
     n_random: int = 1000
@@ -75,7 +75,7 @@ class DemoSettings:
 QUICK = DemoSettings()
 THOROUGH = DemoSettings(
     n_draws=128, fit_config=SamplerConfig.for_lanes(num_chains=4, num_warmup=500, num_samples=500),
-    lane_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=100),
+    lane_config=SamplerConfig.for_lanes(num_chains=2, num_warmup=300, num_samples=300),
     curve_config=SamplerConfig.for_lanes(num_chains=4, num_warmup=300, num_samples=250, dense_mass=True), n_random=4000)
 
 

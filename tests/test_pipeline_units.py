@@ -317,6 +317,11 @@ def test_warm_start_keeps_the_anchor_geometry():
         post = lanes.samples["mu"].reshape(6, -1)
         np.testing.assert_allclose(post.mean(axis=1), y.mean(axis=1), atol=0.2)
         assert lanes.rhat_pooled < 1.05
+        own = lanes.adaptation["inverse_mass_matrix"]  # each lane re-estimates its mass matrix from the anchor's
+        assert not np.allclose(own, np.broadcast_to(warm.inverse_mass_matrix, own.shape))
+        kept = LaneSampler(normal_model, {"y": y[0]}, config=SamplerConfig.for_lanes(2, 50, 100, adapt_warm_mass=False))
+        kept_mass = kept({"y": y}, seed=1, warm_start=warm).adaptation["inverse_mass_matrix"]
+        np.testing.assert_allclose(kept_mass, np.broadcast_to(warm.inverse_mass_matrix, kept_mass.shape))
         with pytest.raises(ValueError, match="coordinates"):
             short({"y": y}, seed=1, warm_start=only_mu)
         with pytest.raises(ValueError, match="dense"):

@@ -32,8 +32,10 @@ class SamplerConfig:
     """NUTS settings, for one fit (:func:`run_nuts`) and for many datasets at once
     (:class:`bayesmix.inference.lanes.LaneSampler`, which reads ``jitter``: the spread of the
     chains' starts around the point fit, and ignores ``chain_method`` and ``progress_bar``).
-    ``progress_bar=None`` shows a bar only in a terminal. :meth:`for_lanes` gives the lanes'
-    shorter defaults."""
+    ``progress_bar=None`` shows a bar only in a terminal. ``adapt_warm_mass``: lanes started from
+    an anchor fit (:class:`bayesmix.inference.lanes.WarmStart`) re-estimate their mass matrix in
+    their own warm-up, starting from the anchor's (False: keep the anchor's, adapt the step size
+    only). :meth:`for_lanes` gives the lanes' shorter defaults."""
 
     num_chains: int = 4
     num_warmup: int = 1000
@@ -44,6 +46,7 @@ class SamplerConfig:
     dense_mass: bool = False
     progress_bar: bool | None = None
     jitter: float = 0.1
+    adapt_warm_mass: bool = True
 
     def __post_init__(self):
         if self.chain_method not in CHAIN_METHODS:

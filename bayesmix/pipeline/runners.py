@@ -121,8 +121,8 @@ def fit_downstream(pipeline: Pipeline, stage: st.Stage, values: np.ndarray, sd: 
     K > 1 (draws mode): first the *anchor*, one fit with ``fit_config`` (a long
     warm-up) on the first dataset; then all K lanes with ``lane_config``,
     warm-started from it (its chains' last positions, mass matrix and step size;
-    :class:`bayesmix.inference.lanes.WarmStart`), so each lane's short warm-up only
-    burns in and tunes its step size. On a 20 mixtures x 4 sizes x 5 evals size
+    :class:`bayesmix.inference.lanes.WarmStart`), so each lane's short warm-up starts
+    from a tuned geometry and only refines it. On a 20 mixtures x 4 sizes x 5 evals size
     law this takes the lanes from ~165 to ~20 leapfrog steps per iteration.
 
     The mass matrix is dense (the size law's per-eval exponents couple every
