@@ -7,7 +7,8 @@ bundled proxy-run table and reports the seconds of every stage (step, size, mixi
 backtests) and whether each stage passes its convergence checks
 (:func:`bayesmix.pipeline.nested.lanes_failed`: the warning block a user sees in the report).
 Baselines in the same run: the step law's curves by NUTS (``step_sampler="nuts"``, one lane
-per curve, the sampler before the exact grid) and the point chain (``mode="point"``) with as
+per curve, the sampler before the exact grid), the size law by NUTS lanes (``size_sampler="nuts"``,
+the sampler before its exact grid) and the point chain (``mode="point"``) with as
 many bootstrap resamples as the demo propagates draws. Each configuration runs in its own process.
 """
 
@@ -37,6 +38,7 @@ def timed_fit(pipeline, runs, seed: int) -> dict:
         warnings.simplefilter("ignore")
         result = pipeline.fit(runs, seed=seed)
     row = {"mode": pipeline.mode, "step_sampler": pipeline.step_sampler if pipeline.mode != "point" else "",
+           "size_sampler": pipeline.size_sampler if pipeline.mode != "point" else "",
            "total_s": round(time.perf_counter() - t0, 1)}
     row.update({f"{k}_s": round(v, 1) for k, v in result.seconds.items()})
     for name in STAGES if pipeline.mode != "point" else ():  # the point chain samples nothing to check
@@ -47,7 +49,8 @@ def timed_fit(pipeline, runs, seed: int) -> dict:
     return row
 
 
-CONFIGS = {"shipped": {}, "step by NUTS": {"step_sampler": "nuts"}, "point chain": {"mode": "point"}}
+CONFIGS = {"shipped": {}, "step by NUTS": {"step_sampler": "nuts"}, "size by NUTS": {"size_sampler": "nuts"},
+           "point chain": {"mode": "point"}}
 
 
 def in_fresh_process(config: str, seed: int) -> dict:
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
         print(json.dumps(timed_fit(dataclasses.replace(pipeline, **CONFIGS[args.config]), runs, args.seed)))
         return 0
     rows = [in_fresh_process(config, args.seed) for config in CONFIGS]
-    columns = ["config", "mode", "step_sampler", "total_s", "step_s", "size_s", "mix_s", "backtest_s", "step_check",
+    columns = ["config", "mode", "step_sampler", "size_sampler", "total_s", "step_s", "size_s", "mix_s", "backtest_s", "step_check",
                "size_check", "mix_check", "step_rhat_pooled", "size_rhat_pooled", "mix_rhat_pooled"]
     print(f"demo pipeline on {source}: {runs['run'].nunique()} runs, {len(runs)} rows; target "
           f"{pipeline.target_size:,} parameters at step {pipeline.target_step:,}; D = {pipeline.n_draws}; "

@@ -182,3 +182,14 @@ def test_a_groups_log_posterior_is_the_sum_of_its_curves_evidences_and_a_masked_
               for k, v in grouped.items()}
     np.testing.assert_allclose(qd.evaluate(linear_basis, padded, lo[:1], hi[:1], shape).log_weight,
                                group.log_weight, atol=1e-12)
+
+
+def test_the_fine_grids_evidence_is_the_integral_of_the_posterior():
+    """log p(y) from the refined grid equals the same integral on a 4x denser grid over the prior's
+    whole box (the midpoint rule converges), and a wrong prior mean lowers it."""
+    curves, lo, hi, _ = _prior_curves(3)
+    _, fine = qd.grid_posterior(linear_basis, curves, lo, hi)
+    dense = qd.evaluate(linear_basis, curves, lo, hi, (384, 256))
+    np.testing.assert_allclose(fine.log_evidence, dense.log_evidence, atol=0.02)
+    shifted = dict(curves, m=curves["m"] + np.array([0.0, 3.0, 0.0]))  # the floor's prior 3 nats off
+    assert (qd.grid_posterior(linear_basis, shifted, lo, hi)[1].log_evidence < fine.log_evidence - 1).all()

@@ -104,10 +104,34 @@ def test_the_grid_covers_the_target_size_losses(fitted):
 
 
 def test_the_floor_population_is_near_the_simulated_shares(fitted):
+    """The shares were drawn from U(0.6, 0.8): mean 0.7, sd 0.058."""
     _, _, _, population, _, _, _ = fitted
     assert population["groups"] == list(EXPONENTS)
-    assert np.allclose(population["floor_share_mu"], 0.7, atol=0.08)
-    assert population["floor_share_sd"] >= 0.05 and population["ess_min"] > 10
+    assert np.allclose(population["floor_share_mu"], 0.7, atol=0.05)
+    assert all(0.0 < v < 0.05 for v in population["floor_share_mu_sd"])
+    assert all(0.05 <= v <= 0.2 for v in population["floor_share_sd"])
+
+
+def test_the_population_posterior_weighs_candidates_by_their_marginal_likelihood():
+    """A hand-built posterior over three candidates: lanes draw each at its weight (one domain
+    certain, the other split 3:1)."""
+    population = {"share_mu": np.array([0.5, 0.7, 0.9]), "share_sd": np.array([0.05, 0.1, 0.2]),
+                  "weight": np.array([[0.0, 0.75], [1.0, 0.0], [0.0, 0.25]])}
+    mu, sd = sizegrid.lane_populations(population, 4000, seed=0)
+    assert mu.shape == (4000, 2) and np.all(mu[:, 0] == 0.7) and np.all(sd[:, 0] == 0.1)
+    assert abs(np.mean(mu[:, 1] == 0.5) - 0.75) < 0.03 and set(np.unique(mu[:, 1])) == {0.5, 0.9}
+    np.testing.assert_array_equal(sd[:, 1] == 0.05, mu[:, 1] == 0.5)  # a candidate's mean and sd travel together
+
+
+def test_the_marginal_likelihood_prefers_the_true_floor_population(fitted):
+    """Negative control of the population: the true shares' population beats one centred 0.2 away."""
+    curves, stage, _, _, _, _, _ = fitted
+    _, losses, _ = truth()
+    mean = datasets(stage, curves, losses, 1, seed=5)
+    with jax.enable_x64(True):
+        log_ev = sizegrid.grid_log_evidence(stage.data, np.repeat(mean, 2, axis=0), stage.priors,
+                                            np.array([[0.7], [0.5]]), np.array([[0.06], [0.06]]))
+    assert (log_ev[0] > log_ev[1] + 10).all()
 
 
 def test_lanes_carry_one_chain_of_draws_per_dataset(fitted):

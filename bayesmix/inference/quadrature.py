@@ -49,11 +49,14 @@ REFINEMENTS = 2  # fine grids after the coarse one, each over the box holding th
 class Grid:
     """Per group a regular grid: ``lo``/``hi`` (G, 2) bounds of (log alpha, log sigma) and the
     cell counts ``shape``; ``log_weight`` (G, A, S) the normalised log posterior of every cell
-    (cell centres at lo + (k + 1/2) (hi - lo) / shape)."""
+    (cell centres at lo + (k + 1/2) (hi - lo) / shape); ``log_evidence`` (G,) the log of the
+    unnormalised posterior's integral over the box, log p(y) when the box holds the mass (the
+    midpoint rule: log sum_cells exp(log_post) + log cell area)."""
 
     lo: np.ndarray
     hi: np.ndarray
     log_weight: np.ndarray
+    log_evidence: np.ndarray | None = None  # (G,) log of the posterior's integral over the box (the marginal likelihood)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -152,7 +155,11 @@ def evaluate(basis, curves: dict, lo: np.ndarray, hi: np.ndarray, shape: tuple[i
     la, ls = grid.centres()
     args = {k: jnp.asarray(v) for k, v in curves.items()} | {"la": jnp.asarray(la), "ls": jnp.asarray(ls)}
     log_post = np.asarray(_compiled_log_post(basis)(args))
-    return dataclasses.replace(grid, log_weight=_normalise(np.where(np.isfinite(log_post), log_post, -np.inf)))
+    log_post = np.where(np.isfinite(log_post), log_post, -np.inf)
+    top = log_post.max(axis=(1, 2))
+    cell = np.log(np.prod((grid.hi - grid.lo) / np.array(shape), axis=1))
+    mass = top + np.log(np.exp(log_post - top[:, None, None]).sum(axis=(1, 2))) + cell
+    return dataclasses.replace(grid, log_weight=_normalise(log_post), log_evidence=mass)
 
 
 def refine_box(grid: Grid) -> tuple[np.ndarray, np.ndarray]:

@@ -13,17 +13,17 @@ Gaussian priors on (level, floor) the posterior of (log beta_e, log sigma_e) is 
 the grid's resolution (:mod:`bayesmix.inference.quadrature`, a group of curves per grid):
 
     level_c    ~ N(y_ref_c, (level_sd y_ref_c)^2)
-    floor_c    ~ N(y_ref_c mu_e, (y_ref_c tau)^2)
+    floor_c    ~ N(y_ref_c mu_e, (y_ref_c tau_e)^2)
     log beta_e ~ N(exponent_log_loc, exponent_log_sd)
     sigma_e    ~ HalfNormal(noise_scale loss_scale)
 
-Normal likelihood (the NUTS model's is Student-t). The floor share's population (mu_e per
-eval domain, tau shared) is empirical Bayes: a pilot on the datasets' mean under the priors'
-wide share, reweighted to the population's maximum marginal likelihood
-(:func:`bayesmix.pipeline.curves.reweighted_em`); every dataset then uses it, as NUTS lanes
-share the anchor fit's start. Each of the D datasets (lanes) is fitted on its own, and the
-draws come back as :class:`bayesmix.inference.lanes.LaneSamples` with one "chain" of exact
-draws per lane, so the stage's lane-noise correction and outputs work as for NUTS lanes.
+Normal likelihood (the NUTS model's is Student-t). The floor share's population (mu_e, tau_e)
+per eval domain has a posterior over candidates, from the marginal likelihood of the datasets'
+mean (:func:`floor_population`), and each lane draws its own population from it
+(:func:`lane_populations`), as each NUTS lane samples its own hyperparameters. Each of the D
+datasets (lanes) is fitted on its own, and the draws come back as
+:class:`bayesmix.inference.lanes.LaneSamples` with one "chain" of exact draws per lane, so the
+stage's lane-noise correction and outputs work as for NUTS lanes.
 
 Shapes: values (D, n_obs); a grid per group g = d * E + e (lane-major); K the most curves of
 a domain (slots padded by masked curves, which add 0 to the evidence).
@@ -38,7 +38,7 @@ import numpy as np
 from bayesmix.inference import quadrature as qd
 from bayesmix.inference.lanes import LaneSamples
 from bayesmix.laws.base import pad_groups
-from bayesmix.pipeline.curves import (PILOT_DRAWS, SHARE_SD_MIN, _spread, power_basis, reweighted_em)
+from bayesmix.pipeline.curves import SHARE_SD_MIN, power_basis
 from bayesmix.pipeline.stages import Stage
 
 DRAWS_PER_LANE = 200  # as many as a NUTS lane's 2 chains x 100 draws
@@ -60,38 +60,31 @@ def curve_rows(data) -> tuple[np.ndarray, np.ndarray]:
     return rows, mask
 
 
-def wide_floor(priors: dict) -> tuple[float, float]:
-    """The floor share's (mean, sd) under the priors alone: ``floor_logit_loc`` +- ``floor_logit_sd``
-    through the sigmoid."""
-    return _spread(lambda v: 1.0 / (1.0 + np.exp(-v)), priors["floor_logit_loc"], priors["floor_logit_sd"])
-
-
-def grid_inputs(data, values: np.ndarray, priors: dict, share_mu: np.ndarray, share_sd: float
-                ) -> tuple[dict, np.ndarray, np.ndarray]:
+def grid_inputs(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> tuple[dict, np.ndarray, np.ndarray]:
     """Quadrature inputs of D datasets ``values`` (D, n_obs): one group per (dataset, eval domain)
-    holding the domain's curves in its slots (:func:`eval_slots`); ``share_mu`` (E,) and
-    ``share_sd`` the floor share's population. Returns the groups' ``curves`` (G = D E) and their
-    boxes ``lo``/``hi`` (G, 2): the log exponent's prior mean +- ``EXPONENT_SPAN`` prior sd, log
-    sigma from 1e-6 loss_scale to 6 times the HalfNormal scale."""
+    holding the domain's curves in its slots (:func:`eval_slots`); ``share_mu`` and ``share_sd``
+    the floor share's population, each broadcastable to (D, E). Returns the groups' ``curves``
+    (G = D E) and their boxes ``lo``/``hi`` (G, 2): the log exponent's prior mean +-
+    ``EXPONENT_SPAN`` prior sd, log sigma from 1e-6 loss_scale to 6 times the HalfNormal scale."""
     a = data.arrays
     D, E = values.shape[0], int(a["n_evals"])
-    ce = np.asarray(a["curve_eval"])
-    slots, filled = eval_slots(ce, E)
+    slots, filled = eval_slots(np.asarray(a["curve_eval"]), E)
     rows, mask = curve_rows(data)
-    y_ref = np.asarray(a["y_ref"], float)
-    m = y_ref[:, None] * np.stack([np.ones_like(y_ref), np.asarray(share_mu, float)[ce]], axis=1)
-    s = y_ref[:, None] * np.stack([np.full_like(y_ref, priors["level_sd"]), np.full_like(y_ref, share_sd)], axis=1)
+    G, K = D * E, slots.shape[1]
+    y_ref = np.broadcast_to(np.asarray(a["y_ref"], float)[slots], (D, E, K))
+    mu = np.broadcast_to(np.asarray(share_mu, float), (D, E))[..., None]
+    sd = np.broadcast_to(np.asarray(share_sd, float), (D, E))[..., None]
+    m = np.stack([y_ref, y_ref * mu], axis=-1).reshape(G, K, 2)
+    s = np.stack([y_ref * priors["level_sd"], y_ref * sd], axis=-1).reshape(G, K, 2)
 
     def per_group(per_curve: np.ndarray) -> np.ndarray:  # (C, ...) -> (G, K, ...), the same in every dataset
         slotted = per_curve[slots]
-        return np.broadcast_to(slotted[None], (D,) + slotted.shape).reshape((D * E,) + slotted.shape[1:])
+        return np.broadcast_to(slotted[None], (D,) + slotted.shape).reshape((G,) + slotted.shape[1:])
 
-    G = D * E
     sigma_scale = priors["noise_scale"] * float(a["loss_scale"])
     curves = {"x": per_group(np.asarray(a["x_scaled"], float)[rows]),
-              "y": np.asarray(values, float)[:, rows][:, slots].reshape((G,) + slots.shape[1:] + rows.shape[1:]),
-              "mask": per_group(mask) & np.tile(filled, (D, 1))[:, :, None],
-              "m": per_group(m), "s": per_group(s),
+              "y": np.asarray(values, float)[:, rows][:, slots].reshape((G, K) + rows.shape[1:]),
+              "mask": per_group(mask) & np.tile(filled, (D, 1))[:, :, None], "m": m, "s": s,
               "alpha_mu": np.full(G, priors["exponent_log_loc"]), "alpha_tau": np.full(G, priors["exponent_log_sd"]),
               "sigma_scale": np.full(G, sigma_scale)}
     half = EXPONENT_SPAN * priors["exponent_log_sd"]
@@ -100,7 +93,7 @@ def grid_inputs(data, values: np.ndarray, priors: dict, share_mu: np.ndarray, sh
     return curves, lo, hi
 
 
-def grid_pass(data, values: np.ndarray, priors: dict, share_mu: np.ndarray, share_sd: float, n_draws: int,
+def grid_pass(data, values: np.ndarray, priors: dict, share_mu, share_sd, n_draws: int,
               seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The exact posterior of every dataset: draws (D, n_draws, ...) of ``level``, ``floor``,
     ``exponent`` (per curve, C) and ``sigma`` (per eval domain, E), and the grid checks (D, E)."""
@@ -123,19 +116,64 @@ def grid_pass(data, values: np.ndarray, priors: dict, share_mu: np.ndarray, shar
     return params, checks
 
 
-def floor_population(data, values: np.ndarray, priors: dict, *, seed: int) -> dict:
-    """Empirical-Bayes floor share per eval domain from a pilot on the mean of ``values`` (D, n_obs)
-    under the priors' wide share (:func:`wide_floor`), by :func:`bayesmix.pipeline.curves.reweighted_em`:
-    ``floor_share_mu`` (E,) list, ``floor_share_sd``, and the pilot's smallest effective draws ``ess_min``."""
-    wide = wide_floor(priors)
-    E = int(data.arrays["n_evals"])
-    pilot, _ = grid_pass(data, values.mean(axis=0, keepdims=True), priors, np.full(E, wide[0]), wide[1],
-                         PILOT_DRAWS, seed)
-    share = pilot["floor"][0] / np.asarray(data.arrays["y_ref"], float)[None, :]
-    pop, ess = reweighted_em({"floor": share}, np.asarray(data.arrays["curve_eval"]), {"floor": wide},
-                             {"floor": SHARE_SD_MIN["floor"]})
-    return {"floor_share_mu": pop["floor"][0].tolist(), "floor_share_sd": pop["floor"][1], "ess_min": ess,
-            "groups": list(data.coords["eval"])}
+SHARE_LOGITS = np.linspace(-1.5, 4.5, 25)  # candidate population means of the floor share, on the logit scale
+SHARE_SDS = (SHARE_SD_MIN["floor"], 0.1, 0.2, 0.4)  # candidate population sds (in units of y_ref)
+
+
+def grid_log_evidence(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> np.ndarray:
+    """log p(y_d,e | floor population) (D, E) of every dataset and eval domain: the fine grid's
+    integral (:class:`bayesmix.inference.quadrature.Grid`), exponent, noise sd and coefficients
+    integrated out; ``share_mu``/``share_sd`` broadcastable to (D, E)."""
+    curves, lo, hi = grid_inputs(data, values, priors, share_mu, share_sd)
+    _, fine = qd.grid_posterior(power_basis, curves, lo, hi)
+    return fine.log_evidence.reshape(values.shape[0], -1)
+
+
+def floor_population(data, values: np.ndarray, priors: dict) -> dict:
+    """The floor share's population per eval domain, integrated over: a posterior over candidate
+    (mean, sd) pairs (``SHARE_LOGITS`` through the sigmoid x ``SHARE_SDS``), each domain on its own,
+
+        p(mu, tau | y_e) ∝ p(y_e | mu, tau) N(logit mu; floor_logit_loc, floor_logit_sd)     (tau uniform)
+
+    with p(y_e | mu, tau) the marginal likelihood of the mean of ``values`` (D, n_obs)
+    (:func:`grid_log_evidence`: exponent, noise sd and coefficients integrated out).
+
+    The marginal likelihood judges a population with every curve of the domain at once; a pilot
+    under one wide prior does not: where the floor is weakly identified the wide prior's posterior
+    slides to small exponents and low floors (the floor direction escapes its Occam factor there),
+    and reweighting its draws cannot move it back. Returns the candidates ``share_mu``,
+    ``share_sd`` (N,) and their posterior ``weight`` (N, E), with its mean and sd of the floor
+    share's population mean per domain (``floor_share_mu``, ``floor_share_mu_sd``) and its mean
+    population sd (``floor_share_sd``), lists of E."""
+    mus, sds = np.meshgrid(SHARE_LOGITS, np.asarray(SHARE_SDS, float), indexing="ij")
+    logits, sds = mus.ravel(), sds.ravel()
+    mus = 1.0 / (1.0 + np.exp(-logits))
+    mean = np.broadcast_to(values.mean(axis=0), (mus.size, values.shape[1]))
+    log_ev = grid_log_evidence(data, mean, priors, mus[:, None], sds[:, None])  # (N, E)
+    log_prior = -0.5 * ((logits - priors["floor_logit_loc"]) / priors["floor_logit_sd"]) ** 2
+    log_post = np.where(np.isfinite(log_ev), log_ev, -np.inf) + log_prior[:, None]
+    weight = np.exp(log_post - log_post.max(axis=0))
+    weight /= weight.sum(axis=0)
+    mu_mean = weight.T @ mus
+    return {"share_mu": mus, "share_sd": sds, "weight": weight, "floor_share_mu": mu_mean.tolist(),
+            "floor_share_mu_sd": np.sqrt(np.maximum(weight.T @ mus**2 - mu_mean**2, 0.0)).tolist(),
+            "floor_share_sd": (weight.T @ sds).tolist(), "groups": list(data.coords["eval"])}
+
+
+def lane_populations(population: dict, n_lanes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One floor population per lane and eval domain, drawn from :func:`floor_population`'s
+    posterior: (share_mu, share_sd) each (D, E). Lanes so carry the population's uncertainty
+    between them, as each NUTS lane samples its own hyperparameters."""
+    rng = np.random.default_rng(seed)
+    weight = population["weight"]
+    pick = np.stack([rng.choice(weight.shape[0], size=n_lanes, p=weight[:, e]) for e in range(weight.shape[1])],
+                    axis=1)
+    return population["share_mu"][pick], population["share_sd"][pick]
+
+
+def summary_of_population(population: dict) -> dict:
+    """The JSON-able part of :func:`floor_population` (no candidate arrays)."""
+    return {k: population[k] for k in ("floor_share_mu", "floor_share_mu_sd", "floor_share_sd", "groups")}
 
 
 def grid_stage(stage: Stage) -> Stage:
@@ -147,15 +185,16 @@ def grid_stage(stage: Stage) -> Stage:
 def fit_size_grid(stage: Stage, values: np.ndarray, *, seed: int, n_draws: int = DRAWS_PER_LANE
                   ) -> tuple[LaneSamples, dict, dict]:
     """The size stage on D datasets ``values`` (D, n_obs) by quadrature (module docstring):
-    lanes (D, 1 chain, n_draws), the floor-share population and the checks (D, E) of each grid."""
+    lanes (D, 1 chain, n_draws), the floor-share population (JSON-able,
+    :func:`summary_of_population`) and the checks (D, E) of each grid."""
     values = np.atleast_2d(np.asarray(values, float))
-    population = floor_population(stage.data, values, stage.priors, seed=seed)
-    params, checks = grid_pass(stage.data, values, stage.priors, np.asarray(population["floor_share_mu"]),
-                               population["floor_share_sd"], n_draws, seed + 1)
+    population = floor_population(stage.data, values, stage.priors)
+    share_mu, share_sd = lane_populations(population, values.shape[0], seed)
+    params, checks = grid_pass(stage.data, values, stage.priors, share_mu, share_sd, n_draws, seed + 1)
     D = values.shape[0]
     lanes = LaneSamples(samples={k: v[:, None] for k, v in params.items()},
                         diverging=np.zeros((D, 1, n_draws), bool), num_steps=np.zeros((D, 1, n_draws), int))
-    return lanes, population, checks
+    return lanes, summary_of_population(population), checks
 
 
 def size_grid_summary(checks: dict, evals: list[str]) -> dict:
@@ -171,5 +210,5 @@ def size_grid_summary(checks: dict, evals: list[str]) -> dict:
             "resolution_min": float(np.min(checks["resolution"])), "failed": failed}
 
 
-__all__ = ["DRAWS_PER_LANE", "eval_slots", "fit_size_grid", "floor_population", "grid_inputs", "grid_pass",
-           "grid_stage", "size_grid_summary", "wide_floor"]
+__all__ = ["DRAWS_PER_LANE", "eval_slots", "fit_size_grid", "floor_population", "grid_inputs", "grid_log_evidence",
+           "grid_pass", "grid_stage", "lane_populations", "size_grid_summary", "summary_of_population"]
