@@ -179,5 +179,5 @@ def test_the_report_shows_a_grid_size_stage_as_exact_inference_with_its_checks()
     assert bool(row["ok"]) and row["lanes"] == 4
     assert row["notes"] == ("exact posterior by quadrature, no chains: largest posterior share on the grid's edge "
                             "1e-07, coarsest resolution 6.5 cells per posterior sd")
-    assert build._size_sampler_text(Pipeline(), "draws").startswith("exact posterior per dataset and eval domain")
-    assert build._size_sampler_text(Pipeline(size_sampler="nuts"), "draws").startswith("NUTS lanes")
+    assert build._size_sampler_text(Pipeline(size_sampler="grid"), "draws").startswith("exact posterior per dataset")
+    assert build._size_sampler_text(Pipeline(), "draws").startswith("NUTS lanes")
