@@ -131,12 +131,6 @@ def _group_log_post(basis, x, y, mask, m, s, alpha_mu, alpha_tau, sigma_scale, l
     return log_ev + _log_prior(log_alpha[:, None], log_sigma[None, :], alpha_mu, alpha_tau, sigma_scale)
 
 
-def _normalise(log_post: np.ndarray) -> np.ndarray:
-    """log w with sum w = 1 over the last two axes."""
-    top = log_post.max(axis=(1, 2), keepdims=True)
-    return log_post - top - np.log(np.exp(log_post - top).sum(axis=(1, 2), keepdims=True))
-
-
 @functools.lru_cache(maxsize=None)
 def _compiled_log_post(basis):
     """The jitted log posterior of a batch of groups for one ``basis`` (compiled once per shape)."""
@@ -157,9 +151,9 @@ def evaluate(basis, curves: dict, lo: np.ndarray, hi: np.ndarray, shape: tuple[i
     log_post = np.asarray(_compiled_log_post(basis)(args))
     log_post = np.where(np.isfinite(log_post), log_post, -np.inf)
     top = log_post.max(axis=(1, 2))
+    log_norm = top + np.log(np.exp(log_post - top[:, None, None]).sum(axis=(1, 2)))  # log sum over cells
     cell = np.log(np.prod((grid.hi - grid.lo) / np.array(shape), axis=1))
-    mass = top + np.log(np.exp(log_post - top[:, None, None]).sum(axis=(1, 2))) + cell
-    return dataclasses.replace(grid, log_weight=_normalise(log_post), log_evidence=mass)
+    return dataclasses.replace(grid, log_weight=log_post - log_norm[:, None, None], log_evidence=log_norm + cell)
 
 
 def refine_box(grid: Grid) -> tuple[np.ndarray, np.ndarray]:

@@ -287,19 +287,21 @@ def run_size(pipeline: Pipeline, plan: st.Plan, up: StageOutput, priors: dict, *
     point the grid's one noise sd per domain cannot carry: there, and with "nuts", NUTS lanes."""
     stage = st.size_stage(up.labels, up.values.mean(axis=0), plan, priors=priors)
     values = up.values[:, stage.inputs]
-    if pipeline.size_sampler == "grid" and up.sd is None:
+    by_grid = pipeline.size_sampler == "grid" and up.sd is None
+    if by_grid:
         stage = sizegrid.grid_stage(stage)
         lanes, population, checks = sizegrid.fit_size_grid(stage, values, seed=seed)
-        diagnostics = sizegrid.size_grid_summary(checks, list(stage.data.coords["eval"])) | {"lane": "dataset"}
-        diagnostics = check_summary("size", diagnostics, pipeline.strict) | {"population": population}
-        k, correction = own_noise(stage, lanes, values)
-        out, _ = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng, k)
-        return StageFit(stage, diagnostics | correction, output=out)
-    lanes, anchor = fit_downstream(pipeline, stage, values, None if up.sd is None else up.sd[stage.inputs], seed=seed)
+    else:
+        lanes, anchor = fit_downstream(pipeline, stage, values, None if up.sd is None else up.sd[stage.inputs],
+                                       seed=seed)
     k, correction = own_noise(stage, lanes, values)
     out, lanes = stage_output(pipeline, stage, st.size_labels(stage), lanes, rng, k)
-    return StageFit(stage, _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor) | correction,
-                    output=out)
+    if by_grid:
+        summary = sizegrid.size_grid_summary(checks, list(stage.data.coords["eval"])) | {"lane": "dataset"}
+        diagnostics = check_summary("size", summary, pipeline.strict) | {"population": population}
+    else:
+        diagnostics = _check_lanes("size", lanes, pipeline.strict) | _anchor_summary(anchor)
+    return StageFit(stage, diagnostics | correction, output=out)
 
 
 def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, priors: dict, *, seed: int,
