@@ -7,8 +7,8 @@ bundled proxy-run table and reports the seconds of every stage (step, size, mixi
 backtests) and whether each stage passes its convergence checks
 (:func:`bayesmix.pipeline.nested.lanes_failed`: the warning block a user sees in the report).
 Baselines in the same run: the step law's curves by NUTS (``step_sampler="nuts"``, one lane
-per curve, the sampler before the exact grid), the size law by its exact grid (``size_sampler="grid"``,
-opt-in) and the point chain (``mode="point"``) with as
+per curve, the sampler before the exact grid), the size law by NUTS lanes (``size_sampler="nuts"``,
+the sampler before the exact grid) and the point chain (``mode="point"``) with as
 many bootstrap resamples as the demo propagates draws. Each configuration runs in its own process.
 """
 
@@ -49,7 +49,7 @@ def timed_fit(pipeline, runs, seed: int) -> dict:
     return row
 
 
-CONFIGS = {"shipped": {}, "step by NUTS": {"step_sampler": "nuts"}, "size by grid": {"size_sampler": "grid"},
+CONFIGS = {"shipped": {}, "step by NUTS": {"step_sampler": "nuts"}, "size by NUTS": {"size_sampler": "nuts"},
            "point chain": {"mode": "point"}}
 
 

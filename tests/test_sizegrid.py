@@ -21,11 +21,12 @@ SIGMA = 0.01
 D = 20  # noisy datasets (lanes)
 
 
-def truth(n_mixtures: int = 12, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Per (mixture, eval) a floor share near 0.7 and a level near 3 at the largest size; returns the
-    curves (mixture, eval, floor, level) and the exact losses at SIZES (C, 4) and at TARGET (C,)."""
+def truth(n_mixtures: int = 12, seed: int = 0, shares=(0.6, 0.8)) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Per (mixture, eval) a floor share drawn from U(``shares``) and a level near 3 at the largest
+    size; returns the curves (mixture, eval, floor, level) and the exact losses at SIZES (C, 4) and
+    at TARGET (C,)."""
     rng = np.random.default_rng(seed)
-    rows = [(f"m{m}", e, 3.0 * np.exp(0.1 * rng.standard_normal()), rng.uniform(0.6, 0.8))
+    rows = [(f"m{m}", e, 3.0 * np.exp(0.1 * rng.standard_normal()), rng.uniform(*shares))
             for m in range(n_mixtures) for e in EXPONENTS]
     curves = pd.DataFrame(rows, columns=["mixture", "eval", "level", "share"])
     beta = curves["eval"].map(EXPONENTS).to_numpy()
@@ -112,6 +113,33 @@ def test_the_floor_population_is_near_the_simulated_shares(fitted):
     assert all(0.05 <= v <= 0.2 for v in population["floor_share_sd"])
 
 
+def test_the_population_sd_is_the_logit_sd_through_the_sigmoid_slope_and_never_zero():
+    np.testing.assert_allclose(sizegrid.share_sd_of(0.5, 0.4), 0.1)
+    np.testing.assert_allclose(sizegrid.share_sd_of(np.array([0.9, 0.2]), 1.0), [0.09, 0.16])
+    assert sizegrid.share_sd_of(0.999, 0.025) == sizegrid.SHARE_SD_FLOOR
+
+
+def test_curves_sharing_one_floor_share_get_a_tight_population_that_pins_the_target(fitted):
+    """Every curve's floor at 0.9 of its level (four sizes, extrapolated 8x): the population's sd
+    is a few thousandths (the shares' spread is 0) and the target-size losses are covered at the
+    nominal rate; the fixture's shares, spread over U(0.6, 0.8) (sd 0.058), get a loose population
+    (negative control)."""
+    curves, losses, at_target = truth(shares=(0.9, 0.9), seed=3)
+    stage = sizegrid.grid_stage(size_stage(curves, losses))
+    values = datasets(stage, curves, losses, D, seed=2)
+    with jax.enable_x64(True):
+        lanes, population, _ = sizegrid.fit_size_grid(stage, values, seed=0, n_draws=200)
+        pred = st.predict_stage(stage, lanes.pooled())
+    assert np.allclose(population["floor_share_mu"], 0.9, atol=0.03)
+    assert all(v < 0.02 for v in population["floor_share_sd"]), population["floor_share_sd"]
+    assert all(v > 0.03 for v in fitted[3]["floor_share_sd"]), fitted[3]["floor_share_sd"]
+    labels = stage.query.labels
+    key = dict(zip(zip(curves["mixture"], curves["eval"]), at_target))
+    want = np.array([key[(m, e)] for m, e in zip(labels["mixture"].astype(str), labels["eval"].astype(str))])
+    per_lane = pred.reshape(D, -1, pred.shape[-1])
+    assert abs(np.mean([_covered(p, want).mean() for p in per_lane]) - 0.9) < 0.1
+
+
 def test_the_population_posterior_weighs_candidates_by_their_marginal_likelihood():
     """A hand-built posterior over three candidates: lanes draw each at its weight (one domain
     certain, the other split 3:1)."""
@@ -143,11 +171,23 @@ def test_lanes_carry_one_chain_of_draws_per_dataset(fitted):
     assert stage.priors["student_df"] == float("inf")
 
 
-def test_eval_slots_pad_the_smaller_domains_with_masked_slots():
-    slots, filled = sizegrid.eval_slots(np.array([0, 1, 0, 0, 1]), 2)
-    np.testing.assert_array_equal(slots[0], [0, 2, 3])
-    np.testing.assert_array_equal(slots[1, :2], [1, 4])
-    np.testing.assert_array_equal(filled, [[True, True, True], [True, True, False]])
+def test_grid_inputs_hold_one_group_per_dataset_and_domain_with_the_smaller_domains_padded():
+    """Drop one domain's curve: its group keeps the slot, masked, and its other slots hold its curves."""
+    curves, losses, _ = truth(n_mixtures=3)
+    keep = ~((curves["mixture"] == "m0") & (curves["eval"] == "e2")).to_numpy()
+    stage = size_stage(curves[keep].reset_index(drop=True), losses[keep])
+    values = np.tile(stage.data.y, (2, 1))
+    curves_in, lo, hi, (slots, filled) = sizegrid.grid_inputs(stage.data, values, stage.priors, 0.7, 0.1)
+    ce = stage.data.arrays["curve_eval"]
+    np.testing.assert_array_equal(filled.sum(axis=1), np.bincount(ce))
+    short = stage.data.coords["eval"].index("e2")
+    assert filled.shape == (3, 3) and filled.sum() == 8 and not filled[short].all()
+    for e in range(3):
+        assert (ce[slots[e, filled[e]]] == e).all()
+    assert curves_in["mask"].shape[:2] == (2 * 3, 3) and lo.shape == hi.shape == (6, 2)
+    for d in range(2):  # group d * E + e; the short domain's last slot has no observation in either dataset
+        assert not curves_in["mask"][d * 3 + short].any(axis=-1).all()
+        assert all(curves_in["mask"][d * 3 + e].any(axis=-1).all() for e in range(3) if e != short)
 
 
 def test_a_failing_grid_is_named_and_fails_the_stage():
@@ -179,5 +219,5 @@ def test_the_report_shows_a_grid_size_stage_as_exact_inference_with_its_checks()
     assert bool(row["ok"]) and row["lanes"] == 4
     assert row["notes"] == ("exact posterior by quadrature, no chains: largest posterior share on the grid's edge "
                             "1e-07, coarsest resolution 6.5 cells per posterior sd")
-    assert build._size_sampler_text(Pipeline(size_sampler="grid"), "draws").startswith("exact posterior per dataset")
-    assert build._size_sampler_text(Pipeline(), "draws").startswith("NUTS lanes")
+    assert build._size_sampler_text(Pipeline(size_sampler="grid")).startswith("exact posterior per dataset")
+    assert build._size_sampler_text(Pipeline(size_sampler="nuts")).startswith("NUTS lanes")

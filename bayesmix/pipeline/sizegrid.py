@@ -17,9 +17,15 @@ the grid's resolution (:mod:`bayesmix.inference.quadrature`, a group of curves p
     log beta_e ~ N(exponent_log_loc, exponent_log_sd)
     sigma_e    ~ HalfNormal(noise_scale loss_scale)
 
-Normal likelihood (the NUTS model's is Student-t). The floor share's population (mu_e, tau_e)
-per eval domain has a posterior over candidates, from the marginal likelihood of the datasets'
-mean (:func:`floor_population`), and each lane draws its own population from it
+Normal likelihood (the NUTS model's is Student-t). The floor share's population per eval
+domain, a mean share mu_e and a logit-scale spread t_e as in the NUTS model (floor share
+sigmoid(f_c), f_c ~ N(logit mu_e, t_e)), enters the Gaussian prior to first order: tau_e =
+t_e mu_e (1 - mu_e) (:func:`share_sd_of`). Curves that share one share pin each other's floor,
+which three or four sizes alone cannot; a population sd bounded away from 0 on the share scale
+frees every floor and lets the fit slide along the floor-exponent ridge (measured: a mean share
+of 0.53-0.62 where the truth is 0.88-0.91, target misses of -0.06 to -0.14 nats). The population
+has a posterior over candidates (mu_e, t_e), from the marginal likelihood of the datasets' mean
+(:func:`floor_population`), and each lane draws its own population from it
 (:func:`lane_populations`), as each NUTS lane samples its own hyperparameters. Each of the D
 datasets (lanes) is fitted on its own, and the draws come back as
 :class:`bayesmix.inference.lanes.LaneSamples` with one "chain" of exact draws per lane, so the
@@ -38,38 +44,26 @@ import numpy as np
 from bayesmix.inference import quadrature as qd
 from bayesmix.inference.lanes import LaneSamples
 from bayesmix.laws.base import pad_groups
-from bayesmix.pipeline.curves import SHARE_SD_MIN, power_basis
+from bayesmix.pipeline.curves import power_basis
 from bayesmix.pipeline.stages import Stage
 
 DRAWS_PER_LANE = 200  # as many as a NUTS lane's 2 chains x 100 draws
 EXPONENT_SPAN = 6.0  # the grid spans the log exponent's prior mean +- this many prior sd
 
 
-def eval_slots(curve_eval: np.ndarray, n_evals: int) -> tuple[np.ndarray, np.ndarray]:
-    """The curves of every eval domain in slots: ``slots`` (E, K) curve indices (padding repeats
-    the domain's first curve) and ``filled`` (E, K) bool, K the most curves of a domain."""
-    slots, filled = pad_groups(np.asarray(curve_eval), n_evals, np.arange(len(curve_eval)))
-    return slots, filled
-
-
-def curve_rows(data) -> tuple[np.ndarray, np.ndarray]:
-    """Observation index ``rows`` (C, n) of every curve's points (padding repeats one) and their
-    ``mask`` (C, n)."""
-    a = data.arrays
-    rows, mask = pad_groups(a["curve"], len(data.coords["curve"]), np.arange(data.n_obs))
-    return rows, mask
-
-
-def grid_inputs(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> tuple[dict, np.ndarray, np.ndarray]:
+def grid_inputs(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> tuple[dict, np.ndarray, np.ndarray, tuple]:
     """Quadrature inputs of D datasets ``values`` (D, n_obs): one group per (dataset, eval domain)
-    holding the domain's curves in its slots (:func:`eval_slots`); ``share_mu`` and ``share_sd``
-    the floor share's population, each broadcastable to (D, E). Returns the groups' ``curves``
-    (G = D E) and their boxes ``lo``/``hi`` (G, 2): the log exponent's prior mean +-
-    ``EXPONENT_SPAN`` prior sd, log sigma from 1e-6 loss_scale to 6 times the HalfNormal scale."""
+    holding the domain's curves in its K slots; ``share_mu`` and ``share_sd`` the floor share's
+    population, each broadcastable to (D, E). Returns the groups' ``curves`` (G = D E), their
+    boxes ``lo``/``hi`` (G, 2) (the log exponent's prior mean +- ``EXPONENT_SPAN`` prior sd, log
+    sigma from 1e-6 loss_scale to 6 times the HalfNormal scale) and the ``(slots, filled)`` (E, K)
+    of :func:`bayesmix.laws.base.pad_groups`: each domain's curve indices (padding repeats its
+    first curve) and which slots hold a curve."""
     a = data.arrays
     D, E = values.shape[0], int(a["n_evals"])
-    slots, filled = eval_slots(np.asarray(a["curve_eval"]), E)
-    rows, mask = curve_rows(data)
+    ce = np.asarray(a["curve_eval"])
+    slots, filled = pad_groups(ce, E, np.arange(len(ce)))
+    rows, mask = pad_groups(a["curve"], len(data.coords["curve"]), np.arange(data.n_obs))  # (C, n) points per curve
     G, K = D * E, slots.shape[1]
     y_ref = np.broadcast_to(np.asarray(a["y_ref"], float)[slots], (D, E, K))
     mu = np.broadcast_to(np.asarray(share_mu, float), (D, E))[..., None]
@@ -90,7 +84,7 @@ def grid_inputs(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> t
     half = EXPONENT_SPAN * priors["exponent_log_sd"]
     lo = np.tile([priors["exponent_log_loc"] - half, np.log(1e-6 * float(a["loss_scale"]))], (G, 1))
     hi = np.tile([priors["exponent_log_loc"] + half, np.log(6 * sigma_scale)], (G, 1))
-    return curves, lo, hi
+    return curves, lo, hi, (slots, filled)
 
 
 def grid_pass(data, values: np.ndarray, priors: dict, share_mu, share_sd, n_draws: int,
@@ -100,8 +94,7 @@ def grid_pass(data, values: np.ndarray, priors: dict, share_mu, share_sd, n_draw
     a = data.arrays
     D, E, C = values.shape[0], int(a["n_evals"]), len(data.coords["curve"])
     ce = np.asarray(a["curve_eval"])
-    slots, filled = eval_slots(ce, E)
-    curves, lo, hi = grid_inputs(data, values, priors, share_mu, share_sd)
+    curves, lo, hi, (slots, filled) = grid_inputs(data, values, priors, share_mu, share_sd)
     coarse, fine = qd.grid_posterior(power_basis, curves, lo, hi)
     d = qd.draw(power_basis, curves, fine, n_draws, seed)
     beta = d["beta"].reshape((n_draws, D, E) + slots.shape[1:] + (2,))[:, :, filled]  # (n, D, C in slot order, 2)
@@ -117,40 +110,51 @@ def grid_pass(data, values: np.ndarray, priors: dict, share_mu, share_sd, n_draw
 
 
 SHARE_LOGITS = np.linspace(-1.5, 4.5, 25)  # candidate population means of the floor share, on the logit scale
-SHARE_SDS = (SHARE_SD_MIN["floor"], 0.1, 0.2, 0.4)  # candidate population sds (in units of y_ref)
+SHARE_LOGIT_TAUS = np.geomspace(0.025, 1.6, 7)  # candidate population sds of the floor share's logit
+SHARE_SD_FLOOR = 1e-3  # least population sd of the floor share itself (in units of y_ref)
+
+
+def share_sd_of(share_mu, logit_tau):
+    """The floor share's population sd from its logit's, to first order: tau mu (1 - mu), at least
+    ``SHARE_SD_FLOOR``; the grid's Gaussian prior on the floor then has the NUTS model's logit-normal
+    spread (:func:`bayesmix.laws.pooled_size.pooled_size_model`)."""
+    return np.maximum(np.asarray(logit_tau) * np.asarray(share_mu) * (1.0 - np.asarray(share_mu)), SHARE_SD_FLOOR)
 
 
 def grid_log_evidence(data, values: np.ndarray, priors: dict, share_mu, share_sd) -> np.ndarray:
     """log p(y_d,e | floor population) (D, E) of every dataset and eval domain: the fine grid's
     integral (:class:`bayesmix.inference.quadrature.Grid`), exponent, noise sd and coefficients
     integrated out; ``share_mu``/``share_sd`` broadcastable to (D, E)."""
-    curves, lo, hi = grid_inputs(data, values, priors, share_mu, share_sd)
+    curves, lo, hi, _ = grid_inputs(data, values, priors, share_mu, share_sd)
     _, fine = qd.grid_posterior(power_basis, curves, lo, hi)
     return fine.log_evidence.reshape(values.shape[0], -1)
 
 
 def floor_population(data, values: np.ndarray, priors: dict) -> dict:
     """The floor share's population per eval domain, integrated over: a posterior over candidate
-    (mean, sd) pairs (``SHARE_LOGITS`` through the sigmoid x ``SHARE_SDS``), each domain on its own,
+    (mean, logit sd) pairs (``SHARE_LOGITS`` through the sigmoid x ``SHARE_LOGIT_TAUS``), each
+    domain on its own, with the NUTS model's priors (floor_logit_* of the size priors):
 
-        p(mu, tau | y_e) ∝ p(y_e | mu, tau) N(logit mu; floor_logit_loc, floor_logit_sd)     (tau uniform)
+        p(mu, t | y_e) ∝ p(y_e | mu, share_sd_of(mu, t)) N(logit mu; floor_logit_loc, floor_logit_sd)
+                         HalfNormal(t; floor_logit_tau) t          (t log-spaced: the Jacobian t)
 
-    with p(y_e | mu, tau) the marginal likelihood of the mean of ``values`` (D, n_obs)
+    with p(y_e | mu, tau) (tau the share-scale sd) the marginal likelihood of the mean of ``values`` (D, n_obs)
     (:func:`grid_log_evidence`: exponent, noise sd and coefficients integrated out).
 
     The marginal likelihood judges a population with every curve of the domain at once; a pilot
     under one wide prior does not: where the floor is weakly identified the wide prior's posterior
     slides to small exponents and low floors (the floor direction escapes its Occam factor there),
     and reweighting its draws cannot move it back. Returns the candidates ``share_mu``,
-    ``share_sd`` (N,) and their posterior ``weight`` (N, E), with its mean and sd of the floor
+    ``share_sd`` (N,; on the share scale) and their posterior ``weight`` (N, E), with its mean and sd of the floor
     share's population mean per domain (``floor_share_mu``, ``floor_share_mu_sd``) and its mean
     population sd (``floor_share_sd``), lists of E."""
-    mus, sds = np.meshgrid(SHARE_LOGITS, np.asarray(SHARE_SDS, float), indexing="ij")
-    logits, sds = mus.ravel(), sds.ravel()
+    logits, taus = (v.ravel() for v in np.meshgrid(SHARE_LOGITS, SHARE_LOGIT_TAUS, indexing="ij"))
     mus = 1.0 / (1.0 + np.exp(-logits))
+    sds = share_sd_of(mus, taus)
     mean = np.broadcast_to(values.mean(axis=0), (mus.size, values.shape[1]))
     log_ev = grid_log_evidence(data, mean, priors, mus[:, None], sds[:, None])  # (N, E)
-    log_prior = -0.5 * ((logits - priors["floor_logit_loc"]) / priors["floor_logit_sd"]) ** 2
+    log_prior = (-0.5 * ((logits - priors["floor_logit_loc"]) / priors["floor_logit_sd"]) ** 2
+                 - 0.5 * (taus / priors["floor_logit_tau"]) ** 2 + np.log(taus))  # log-spaced taus: Jacobian tau
     log_post = np.where(np.isfinite(log_ev), log_ev, -np.inf) + log_prior[:, None]
     weight = np.exp(log_post - log_post.max(axis=0))
     weight /= weight.sum(axis=0)
@@ -210,5 +214,5 @@ def size_grid_summary(checks: dict, evals: list[str]) -> dict:
             "resolution_min": float(np.min(checks["resolution"])), "failed": failed}
 
 
-__all__ = ["DRAWS_PER_LANE", "eval_slots", "fit_size_grid", "floor_population", "grid_inputs", "grid_log_evidence",
-           "grid_pass", "grid_stage", "lane_populations", "size_grid_summary", "summary_of_population"]
+__all__ = ["DRAWS_PER_LANE", "fit_size_grid", "floor_population", "grid_inputs", "grid_log_evidence",
+           "grid_pass", "grid_stage", "lane_populations", "share_sd_of", "size_grid_summary", "summary_of_population"]

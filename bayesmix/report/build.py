@@ -405,7 +405,7 @@ def pipeline_settings(result, n_random: int, settings: Mapping[str, object] | No
             "stages fitted": ", ".join(result.stages), "propagation mode": p.mode,
             "upstream draws (D)": p.n_draws, "posterior draws pooled": result.n_draws_total,
             "min step (warm-up cut)": p.min_step, "eval weights": _weights_text(result),
-            "step-law sampler": _step_sampler_text(p), "size-law sampler": _size_sampler_text(p, p.mode),
+            "step-law sampler": _step_sampler_text(p), "size-law sampler": _size_sampler_text(p),
             "lane sampler": _config_text(p.lane_config),
             "single-fit sampler": _config_text(p.fit_config),
             "seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()),
@@ -600,8 +600,9 @@ def _step_sampler_text(pipeline) -> str:
     return "NUTS per curve, " + _config_text(pipeline.curve_config)
 
 
-def _size_sampler_text(pipeline, mode: str) -> str:
+def _size_sampler_text(pipeline) -> str:
     """How the size law was fitted on each upstream dataset."""
+    mode = pipeline.mode
     if getattr(pipeline, "size_sampler", "nuts") == "grid" and mode == "draws":
         return "exact posterior per dataset and eval domain by quadrature over (exponent, noise sd), Normal likelihood"
     return "NUTS lanes warm-started from an anchor fit" if mode == "draws" else "one fit (see the single-fit sampler)"
