@@ -8,7 +8,7 @@ backtests) and whether each stage passes its convergence checks
 (:func:`bayesmix.pipeline.nested.lanes_failed`: the warning block a user sees in the report).
 Baselines in the same run: the step law's curves by NUTS (``step_sampler="nuts"``, one lane
 per curve, the sampler before the exact grid), the size law by NUTS lanes (``size_sampler="nuts"``,
-the sampler before the exact grid) and the point chain (``mode="point"``) with as
+the pipeline's default; the demo takes the exact grid) and the point chain (``mode="point"``) with as
 many bootstrap resamples as the demo propagates draws. Each configuration runs in its own process.
 """
 

@@ -43,6 +43,7 @@ def test_settings_build_the_pipeline():
     assert p.target_size == demo.target_parameters(demo.TARGET_SIZE)
     assert p.target_step == demo.TARGET_STEP and p.min_step == demo.MIN_STEP and p.n_draws == demo.QUICK.n_draws
     assert demo.THOROUGH.n_draws > demo.QUICK.n_draws
+    assert p.size_sampler == "grid" and demo.THOROUGH.pipeline().size_sampler == "grid"  # the pipeline's default: NUTS
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -220,4 +220,4 @@ def test_the_report_shows_a_grid_size_stage_as_exact_inference_with_its_checks()
     assert row["notes"] == ("exact posterior by quadrature, no chains: largest posterior share on the grid's edge "
                             "1e-07, coarsest resolution 6.5 cells per posterior sd")
     assert build._size_sampler_text(Pipeline(size_sampler="grid")).startswith("exact posterior per dataset")
-    assert build._size_sampler_text(Pipeline(size_sampler="nuts")).startswith("NUTS lanes")
+    assert build._size_sampler_text(Pipeline()).startswith("NUTS lanes")
