@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,6 +139,21 @@ def test_summarise_multiplier():
     s = decide.summarise_multiplier(np.array([0.5, 1.5, 2.0, np.inf]), prob=0.5)
     assert s["prob_above_1"] == 0.75 and s["share_unreachable"] == 0.25
     assert s["mean"] == pytest.approx(4.0 / 3)
+
+
+def test_a_quantile_in_the_unreachable_atom_is_infinite_and_warns_nothing():
+    k = np.array([0.5, 1.5, 2.0, np.inf, np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = decide.summarise_multiplier(k, prob=0.9)
+        assert s["upper"] == np.inf and s["median"] == 2.0
+        assert s["lower"] == pytest.approx(0.7)  # position 0.05 x 4 = 0.2, between the first two draws
+        assert decide.quantile_with_infinite_atom(np.full(3, np.inf), 0.5) == np.inf
+    finite = np.random.default_rng(0).lognormal(size=101)
+    for q in (0.0, 0.05, 0.37, 0.5, 0.95, 1.0):  # finite draws: numpy's quantile exactly
+        assert decide.quantile_with_infinite_atom(finite, q) == pytest.approx(np.quantile(finite, q), rel=1e-12)
+    with pytest.raises(ValueError, match="multiplier draws must not be NaN"):
+        decide.quantile_with_infinite_atom(np.array([1.0, np.nan]), 0.5)
 
 
 def test_critical_proportion_matches_the_known_law():

@@ -241,12 +241,27 @@ def compute_multiplier(target: np.ndarray, level: np.ndarray, reducible: np.ndar
     return np.where(target <= floor @ w, np.inf, k)
 
 
+def quantile_with_infinite_atom(k: np.ndarray, q: float) -> float:
+    """The q-quantile (numpy's linear interpolation) of draws that may hold +inf (a target no
+    compute reaches): +inf where the quantile falls in, or interpolates into, the atom at +inf,
+    where ``np.quantile`` computes inf - inf (or inf x 0) and returns NaN."""
+    x = np.sort(np.asarray(k, float).ravel())
+    if np.isnan(x).any():
+        raise ValueError("multiplier draws must not be NaN")
+    position = q * (x.size - 1)  # numpy's default ("linear"): x[i] + t (x[i + 1] - x[i])
+    i = int(np.floor(position))
+    t = position - i
+    if t == 0 or i + 1 >= x.size:
+        return float(x[i])
+    return float("inf") if np.isinf(x[i + 1]) else float(x[i] + t * (x[i + 1] - x[i]))
+
+
 def summarise_multiplier(k: np.ndarray, prob: float = 0.9) -> dict:
     """Median, mean (finite draws), central interval, and P(k > 1) of multiplier draws."""
     alpha = (1 - prob) / 2
     finite = k[np.isfinite(k)]
-    return {"median": float(np.median(k)), "mean": float(finite.mean()) if finite.size else float("inf"),
-            "lower": float(np.quantile(k, alpha)), "upper": float(np.quantile(k, 1 - alpha)),
+    return {"median": quantile_with_infinite_atom(k, 0.5), "mean": float(finite.mean()) if finite.size else float("inf"),
+            "lower": quantile_with_infinite_atom(k, alpha), "upper": quantile_with_infinite_atom(k, 1 - alpha),
             "prob_above_1": float((k > 1).mean()), "share_unreachable": float(np.mean(~np.isfinite(k)))}
 
 
