@@ -104,6 +104,25 @@ def test_error_budget_sums_to_one(draws_result):
     assert budget.variances["discrepancy"] > 0
     total = budget.variances["all_stages"] + budget.variances["discrepancy"]
     assert budget.table["share"].iloc[3] == pytest.approx(budget.variances["discrepancy"] / total)
+    # the split is the law of total variance of the pipeline's own draws: its total is their variance
+    pred = draws_result.predict(discrepancy=False, draws=True)
+    overall = pred.to_numpy()[:, (pred["eval"] == "overall").to_numpy()]
+    assert budget.variances["all_stages"] == pytest.approx(overall.var(axis=0).mean(), rel=1e-6)
+    with pytest.raises(ValueError, match="method must be one of"):
+        draws_result.error_budget(method="ablate")
+
+
+@pytest.mark.slow
+def test_error_budget_split_agrees_with_switching_stages_off(draws_result):
+    split = draws_result.error_budget(seed=0)
+    refit = draws_result.error_budget(seed=0, method="refit")
+    assert split.method == "split" and refit.method == "refit"
+    v, w = split.variances, refit.variances
+    assert w["all_stages"] == pytest.approx(v["all_stages"], rel=1e-2)  # the same draws, ddof 1 against 0
+    # the mixing law's own variance and the upstream's agree within Monte Carlo error of 16 lanes
+    assert 0.5 < v["step_and_size_off"] / w["step_and_size_off"] < 2.0
+    upstream = v["all_stages"] - v["step_and_size_off"], w["all_stages"] - w["step_and_size_off"]
+    assert 0.5 < upstream[0] / upstream[1] < 2.0
 
 
 @pytest.mark.slow

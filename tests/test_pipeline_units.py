@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from bayesmix.pipeline import stages as st
-from bayesmix.inference.lanes import LaneSampler, WarmStart, pooled_split_rhat, sample_lanes, split_rhat
+from bayesmix.inference.lanes import (LaneSampler, LaneSamples, WarmStart, lane_variance_split, pooled_split_rhat,
+                                     sample_lanes, split_rhat, thinning)
 from bayesmix.inference.nuts import SamplerConfig
-from bayesmix.pipeline.budget import shares
+from bayesmix.pipeline.budget import shares, upstream_step_fraction
 from bayesmix.pipeline.curves import (SHARE_SD_MIN, TAU_MIN, em_location_scale, population_prior, reweighted_em,
                                       robust_location_scale)
 from bayesmix.data.table import RunTableError
@@ -144,6 +145,36 @@ def test_budget_shares_sum_to_one_and_clip_noise():
         shares(0.0, 0.0, 0.0)
 
 
+def test_lane_variance_split_is_the_law_of_total_variance():
+    rng = np.random.default_rng(1)
+    lane = np.repeat(np.arange(6), 50)
+    pred = rng.normal(size=(6, 1, 3)) * 2.0 + rng.normal(size=(6, 50, 3)) * 0.5
+    pred = pred.reshape(300, 3)
+    within, between = lane_variance_split(pred, lane)
+    np.testing.assert_allclose(within + between, pred.var(axis=0))  # the identity, ddof 0
+    np.testing.assert_allclose(between, pred.reshape(6, 50, 3).mean(axis=1).var(axis=0))
+    order = rng.permutation(300)  # lanes need not be contiguous
+    np.testing.assert_allclose(lane_variance_split(pred[order], lane[order]), [within, between])
+    constant = np.repeat(np.array([[1.0], [3.0]]), 4, axis=0)  # lanes differ, no spread within
+    np.testing.assert_allclose(lane_variance_split(constant, np.repeat([0, 1], 4)), [[0.0], [1.0]])
+    with pytest.raises(ValueError, match="equally many draws"):
+        lane_variance_split(pred[:7], np.array([0, 0, 0, 1, 1, 2, 2]))
+
+
+def test_upstream_step_fraction_weighs_evals_by_squared_weight():
+    labels = pd.DataFrame({"mixture": ["a", "a", "b", "b"], "eval": ["x", "y", "x", "y"]})
+    split = np.array([[1.0, 3.0, 2.0, 0.0],    # within lanes (the size law's own)
+                      [1.0, 1.0, 0.0, 0.0]])   # between lanes (the step stage's)
+    f = upstream_step_fraction(split, labels, ["b", "a"], "overall", {"x": 0.5, "y": 0.5})
+    np.testing.assert_allclose(f, [0.0, 2 / 6])
+    only_x = upstream_step_fraction(split, labels, ["a"], "x", {"x": 1.0})
+    np.testing.assert_allclose(only_x, [0.5])
+    heavy_y = upstream_step_fraction(split, labels, ["a"], "overall", {"x": 0.0, "y": 1.0})
+    np.testing.assert_allclose(heavy_y, [0.25])
+    with pytest.raises(ValueError, match="every observed mixture"):
+        upstream_step_fraction(split, labels, ["a", "c"], "overall", {"x": 0.5, "y": 0.5})
+
+
 def test_propagate_keeps_lane_descent():
     rng = np.random.default_rng(0)
     pred = np.arange(12.0)[:, None]  # 3 lanes x 4 draws, lane-major
@@ -256,6 +287,18 @@ def test_observed_at_target_takes_each_runs_last_checkpoint(campaign):
     assert len(labels) == runs["run"].nunique() and isinstance(labels, pd.DataFrame)
     expected = runs[(runs["step"] == 8000) & (runs["eval"] == "e1")].set_index("run")["loss"]
     np.testing.assert_allclose(loss, expected.loc[labels["run"]].to_numpy())
+
+
+def test_pooled_thins_every_chain_alike_and_keeps_lanes_whole():
+    assert thinning(19_200, 4000) == 5 and thinning(1600, 4000) == 1 and thinning(4000, 4000) == 1
+    with pytest.raises(ValueError, match="positive number of draws"):
+        thinning(10, 0)
+    mu = np.arange(3 * 2 * 10, dtype=float).reshape(3, 2, 10)  # (D, chains, draws): value = its position
+    lanes = LaneSamples({"mu": mu}, diverging=np.zeros((3, 2, 10), bool), num_steps=np.ones((3, 2, 10)))
+    np.testing.assert_array_equal(lanes.pooled()["mu"], np.arange(60.0))
+    thin = lanes.pooled(max_draws=20)["mu"]  # k = 3: draws 0, 3, 6, 9 of each chain
+    np.testing.assert_array_equal(thin, mu[:, :, ::3].reshape(-1))
+    assert thin.shape == (24,) and (thin // 20 == np.repeat([0, 1, 2], 8)).all()  # lane-major, 8 per lane
 
 
 def test_pooled_split_rhat_hand_values():

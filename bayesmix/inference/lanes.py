@@ -134,10 +134,14 @@ class LaneSamples:
         """Share of lanes with R-hat above the threshold or any divergence."""
         return float(1.0 - self.ok.mean())
 
-    def pooled(self, names=None) -> dict[str, np.ndarray]:
-        """Draws with lanes, chains and draws flattened: (D * chains * draws, ...), lane-major."""
+    def pooled(self, names=None, *, max_draws: int | None = None) -> dict[str, np.ndarray]:
+        """Draws with lanes, chains and draws flattened: (D * chains * draws', ...), lane-major.
+
+        ``max_draws``: thin every chain to every k-th draw, k = ceil(D * chains * draws / max_draws),
+        so that at most about ``max_draws`` remain and every lane keeps as many (None: all)."""
         names = self.samples if names is None else names
-        return {n: self.samples[n].reshape((-1,) + self.samples[n].shape[3:]) for n in names}
+        every = 1 if max_draws is None else thinning(self.diverging.size, max_draws)
+        return {n: self.samples[n][:, :, ::every].reshape((-1,) + self.samples[n].shape[3:]) for n in names}
 
     def summary(self) -> dict:
         """JSON-able lane diagnostics."""
@@ -151,6 +155,25 @@ class LaneSamples:
             "lanes_with_divergences": int((self.diverging.sum(axis=(1, 2)) > 0).sum()),
             "mean_leapfrog_steps": float(self.num_steps.mean()),
         }
+
+
+def lane_variance_split(pred: np.ndarray, lane: np.ndarray) -> np.ndarray:
+    """Law of total variance over lanes: (2, P) = (mean within-lane variance, variance of the
+    lane means) of draws ``pred`` (n, P) whose lane is ``lane`` (n,), lanes of equal size.
+    The two rows sum to ``pred.var(axis=0)`` (ddof 0)."""
+    lanes, index = np.unique(lane, return_inverse=True)
+    counts = np.bincount(index)
+    if counts.min() != counts.max():
+        raise ValueError(f"lanes must hold equally many draws, got {counts.min()} to {counts.max()}")
+    by_lane = pred[np.argsort(index, kind="stable")].reshape(lanes.size, counts[0], *pred.shape[1:])
+    return np.stack([by_lane.var(axis=1).mean(axis=0), by_lane.mean(axis=1).var(axis=0)])
+
+
+def thinning(n_draws: int, max_draws: int) -> int:
+    """The thinning step k = ceil(n_draws / max_draws) (1 when nothing needs thinning)."""
+    if int(max_draws) < 1:
+        raise ValueError(f"max_draws must be a positive number of draws, got {max_draws}")
+    return max(1, -(-int(n_draws) // int(max_draws)))
 
 
 def split_variances(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

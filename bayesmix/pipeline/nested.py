@@ -83,6 +83,11 @@ class Pipeline:
     their schedules. ``discrepancy``: replay each stage's extrapolation inside the data and
     carry the misses' bias and spread into every target-scale prediction
     (:mod:`bayesmix.pipeline.backtest`, :mod:`bayesmix.pipeline.discrepancy`); off gives the laws' own posterior.
+    ``max_draws``: the mixing stage's pooled posterior, checked on every draw, is kept thinned
+    (every k-th draw of each chain, as many per lane) to about this many draws (None: all). Every
+    prediction, decision and report reads these draws; 4000 independent draws put a 90% interval's end within
+    about 0.03 sd of its value and P(beats baseline) within 0.008 (binomial sd at 0.5); predicting
+    1000 candidates from 19,200 draws took 20 s on the demo.
     """
 
     target_size: int | None = None
@@ -104,6 +109,7 @@ class Pipeline:
     strict: bool = False
     progress: bool | None = None
     discrepancy: bool = True
+    max_draws: int | None = 4000
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -112,6 +118,8 @@ class Pipeline:
             raise ValueError(f"step_sampler must be one of {STEP_SAMPLERS}, got {self.step_sampler!r}")
         if self.size_sampler not in SIZE_SAMPLERS:
             raise ValueError(f"size_sampler must be one of {SIZE_SAMPLERS}, got {self.size_sampler!r}")
+        if self.max_draws is not None and int(self.max_draws) < 1:
+            raise ValueError(f"max_draws must be a positive number of draws or None, got {self.max_draws}")
         if int(self.n_draws) < 2:
             raise ValueError(f"n_draws must be at least 2, got {self.n_draws}")
         for name, value in (("target_size", self.target_size), ("target_step", self.target_step)):

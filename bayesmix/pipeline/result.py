@@ -204,11 +204,11 @@ class PipelineResult:
         atomically); read it back with :func:`bayesmix.pipeline.store.load_pipeline`."""
         return save_tree(self, path, format=STORE_FORMAT)
 
-    def error_budget(self, *, seed: int = 0, evals=None):
+    def error_budget(self, *, seed: int = 0, evals=None, method: str = "split"):
         """Share of the final predictive variance due to each stage; see :mod:`bayesmix.pipeline.budget`."""
         from bayesmix.pipeline.budget import error_budget
 
-        return error_budget(self, seed=seed, evals=evals)
+        return error_budget(self, seed=seed, evals=evals, method=method)
 
 
 __all__ = ["KINDS", "STORE_FORMAT", "PipelineResult"]

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from bayesmix.inference.lanes import RHAT_POOLED_MAX, LaneSamples
+from bayesmix.inference.lanes import RHAT_POOLED_MAX, LaneSamples, lane_variance_split
 from bayesmix.inference.quadrature import EDGE_MASS_MAX, RESOLUTION_MIN
 from bayesmix.pipeline.backtest import fit_discrepancy
 from bayesmix.pipeline.discrepancy import Discrepancy
@@ -39,12 +39,14 @@ class StageOutput:
     """A stage's predictions: ``labels`` (one row per point), ``values`` (K, P) the
     datasets handed downstream (K = 1 or D), ``sd`` (P,) the predictive sd
     (moments mode), ``summary`` (labels + mean, sd, lower, upper of the pooled
-    predictive)."""
+    predictive), ``lane_split`` (2, P): the pooled predictive's variance within lanes and
+    between them (:func:`bayesmix.inference.lanes.lane_variance_split`; None for one lane)."""
 
     labels: pd.DataFrame
     values: np.ndarray
     sd: np.ndarray | None
     summary: pd.DataFrame
+    lane_split: np.ndarray | None = None
 
 
 def summary_of(labels: pd.DataFrame, pred: np.ndarray, prob: float = 0.9) -> pd.DataFrame:
@@ -165,11 +167,13 @@ def output_from_draws(pipeline: Pipeline, labels: pd.DataFrame, pred: np.ndarray
     Returns the output and the rows of ``pred`` chosen.
     """
     summary = summary_of(labels, pred)
+    lane = np.repeat(np.arange(n_lanes), pred.shape[0] // n_lanes)
+    split = lane_variance_split(pred, lane) if n_lanes > 1 else None
     if pipeline.mode == "moments":
         rows = rng.choice(pred.shape[0], size=pipeline.n_draws, replace=pipeline.n_draws > pred.shape[0])
-        return StageOutput(labels, pred.mean(axis=0)[None], pred.std(axis=0, ddof=1), summary), rows
+        return StageOutput(labels, pred.mean(axis=0)[None], pred.std(axis=0, ddof=1), summary, split), rows
     rows = st.propagate(pred, n_lanes, pipeline.n_draws, rng)
-    return StageOutput(labels, pred[rows], None, summary), rows
+    return StageOutput(labels, pred[rows], None, summary, split), rows
 
 
 def stage_output(pipeline: Pipeline, stage: st.Stage, labels: pd.DataFrame, lanes: LaneSamples,
@@ -315,17 +319,17 @@ def run_mix(pipeline: Pipeline, plan: st.Plan, up: StageOutput, unit: str, prior
     lanes, anchor = fit_downstream(pipeline, stage, up.values[:, stage.inputs],
                                    None if up.sd is None else up.sd[stage.inputs], seed=seed)
     k, correction = own_noise(stage, lanes, up.values[:, stage.inputs])
-    params = lanes.pooled()
     mixtures = up.labels[["mixture", *mix_columns(up.labels)]].drop_duplicates("mixture")
     with jax.enable_x64(True):
-        pred = st.predict_stage(stage, params, stage.law.query(stage.data, mixtures=mixtures))
+        pred = st.predict_stage(stage, lanes.pooled(), stage.law.query(stage.data, mixtures=mixtures))
         point = st.point_fit(stage, up.values.mean(axis=0)[stage.inputs], seed=seed, n_starts=pipeline.n_starts)
     lanes = lanes.checked({"pred": pred.reshape(lanes.diverging.shape + pred.shape[1:])})
-    per_lane = pred.shape[0] // lanes.n_lanes
+    params = lanes.pooled(max_draws=pipeline.max_draws)  # checked on every draw, kept thinned
+    n_kept = params["sigma"].shape[0]
     if lanes.n_lanes > 1:
-        lane_of_draw = np.repeat(np.arange(lanes.n_lanes), per_lane)
+        lane_of_draw = np.repeat(np.arange(lanes.n_lanes), n_kept // lanes.n_lanes)
     else:
-        lane_of_draw = rng.integers(pipeline.n_draws, size=pred.shape[0])
+        lane_of_draw = rng.integers(pipeline.n_draws, size=n_kept)
     diagnostics = _check_lanes("mix", lanes, pipeline.strict) | _anchor_summary(anchor) | correction
     if k is not None:
         params["sigma"] = params["sigma"] * k[lane_of_draw]
