@@ -76,3 +76,13 @@ def test_pipeline_step_sampler_option_reaches_the_pipeline():
     assert pipeline_from_args(parser.parse_args(["pipeline", "runs.csv", "--step-sampler", "nuts"])).step_sampler == "nuts"
     with pytest.raises(SystemExit):
         parser.parse_args(["pipeline", "runs.csv", "--step-sampler", "hmc"])
+
+
+def test_pipeline_budget_method_option_defaults_to_the_split():
+    from bayesmix.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["pipeline", "runs.csv", "--budget"]).budget_method == "split"
+    assert parser.parse_args(["pipeline", "runs.csv", "--budget-method", "refit"]).budget_method == "refit"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pipeline", "runs.csv", "--budget-method", "ablate"])

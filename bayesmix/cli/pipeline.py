@@ -44,7 +44,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prob", type=float, default=0.9, help="credible-interval mass (default 0.9)")
     p.add_argument("--no-discrepancy", action="store_true",
                    help="leave out the backtest-calibrated extrapolation discrepancy (the laws' own posterior only)")
-    p.add_argument("--budget", action="store_true", help="also compute the error budget (draws mode; refits)")
+    p.add_argument("--budget", action="store_true",
+                   help="also compute the error budget (draws mode; the variance split over the lanes)")
+    p.add_argument("--budget-method", choices=("split", "refit"), default="split",
+                   help="error budget: split the variance over the lanes (no refit; default) or switch each "
+                        "stage off and refit")
     p.add_argument("--optimum", action="store_true", help="also find the predicted optimum over the simplex")
     p.add_argument("--r-min", type=_bounds, help="optimum: lower bounds, DOMAIN=PROPORTION,... e.g. code=0.1")
     p.add_argument("--r-max", type=_bounds, help="optimum: upper bounds (token budgets), e.g. books=0.2")
@@ -191,7 +195,7 @@ def run(args) -> int:
         write_table(table, args.predictions)
         print(f"\nwrote predictions to {args.predictions}")
     if args.budget:
-        budget = result.error_budget(seed=args.seed)
+        budget = result.error_budget(seed=args.seed, method=args.budget_method)
         print(f"\nerror budget ({budget.eval} loss):")
         print(budget.table.round(4).to_string(index=False))
         print(budget.recommendation)
