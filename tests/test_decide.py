@@ -241,3 +241,16 @@ def test_predicted_optimum_names_its_regions_and_keeps_bounds_to_the_simplex():
         decide.predicted_optimum(None, region="box")
     with pytest.raises(ValueError, match="bounds apply to the simplex region"):
         decide.predicted_optimum(None, region="hull", bounds=SimplexBounds(HULL_DOMAINS))
+
+
+def test_chunked_pads_to_one_shape_and_returns_every_row_once():
+    shapes = []
+
+    def fn(r):
+        shapes.append(r.shape)
+        return r.sum(axis=1)
+
+    points = np.arange(21, dtype=float).reshape(7, 3)
+    np.testing.assert_allclose(decide.chunked(fn, points, size=3), points.sum(axis=1))
+    assert shapes == [(3, 3)] * 3  # 7 rows: 3 + 3 + 1 padded to 3
+    np.testing.assert_allclose(decide.chunked(fn, points, size=7), points.sum(axis=1))

@@ -179,3 +179,19 @@ def test_a_face_no_run_reached_carries_an_upward_rise_and_the_tried_ranges_none(
     assert own.mean() == pytest.approx(disc.face_scale * np.sqrt(2 / np.pi), rel=0.05)
     assert np.abs(disc.draws(face, 4000, own=0)).max() < 0.02
     assert disc.moments(face, own=2)[0][0] == pytest.approx(disc.face_scale * np.sqrt(2 / np.pi), rel=0.02)
+
+
+def test_numpy_draws_equal_the_traced_jax_function_and_are_drawn_once():
+    import jax
+    import jax.numpy as jnp
+
+    tried = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]])
+    bt = {"mix": hand_built(0.01, 0.3, seed=4), "step": hand_built(-0.05, 0.02, seed=5)}
+    disc = Discrepancy.build(bt, {"step": 1.5, "size": 0.0}, tried, seed=2)
+    r = np.array([[0.4, 0.3, 0.3], [0.5, 0.5, 0.0], [0.0, 0.1, 0.9]])
+    with jax.enable_x64(True):
+        traced = np.asarray(jax.jit(disc.jax_fn(500, own=1))(jnp.asarray(r)))
+    np.testing.assert_allclose(disc.draws(r, 500, own=1), traced, rtol=1e-12, atol=1e-12)
+    parts = disc._parts(500)
+    assert disc._parts(500) is parts and not parts[0].flags.writeable  # kept, and read-only
+    assert np.array_equal(Discrepancy.build(bt, {"step": 1.5, "size": 0.0}, tried, seed=2).draws(r, 500), disc.draws(r, 500))

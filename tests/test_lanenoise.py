@@ -117,3 +117,14 @@ def test_lane_ratios_names_the_stages_it_knows(mix_stage):
 
     with pytest.raises(ValueError, match="no lane noise correction for stage 'step'"):
         lane_ratios(dataclasses.replace(mix_stage, name="step"), None, np.zeros((2, 8)))
+
+
+def test_shrink_by_lane_in_numpy_equals_jax():
+    rng = np.random.default_rng(0)
+    values, lanes = rng.normal(size=(7, 3, 2)), np.array([0, 2, 2, 1, 0, 2, 1])
+    k = rng.uniform(size=(3, 1, 2))
+    with jax.enable_x64(True):
+        traced = np.asarray(shrink_by_lane(values, lanes, k, 3))
+    out = shrink_by_lane(values, lanes, k, 3, np)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, traced, rtol=1e-12)

@@ -385,3 +385,14 @@ def test_multiscale_errors():
         law.prepare(thin)
     with pytest.raises(ValueError, match="predicts at mixtures="):
         law.query(law.prepare(runs), steps=[1])
+
+
+def test_m4_draws_in_numpy_and_jax_equal_the_per_draw_formula(x64):
+    from bayesmix.laws.mixing import m4_draws, m4_mean
+
+    rng = np.random.default_rng(1)
+    r = rng.dirichlet(np.ones(3), size=4) - 1 / 3
+    level, floor, t = rng.uniform(2, 3, (5, 2)), rng.uniform(0.5, 1.5, (5, 2)), rng.normal(size=(5, 2, 3))
+    by_draw = np.stack([np.asarray(m4_mean(r, level[d], floor[d], t[d])) for d in range(5)])
+    np.testing.assert_allclose(np.asarray(m4_draws(r, level, floor, t)), by_draw, rtol=1e-12)
+    np.testing.assert_allclose(m4_draws(r, level, floor, t, np), by_draw, rtol=1e-12)

@@ -133,6 +133,20 @@ def _statistic(stat: str, q: float) -> Callable:
     raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
 
 
+CHUNK = 256  # candidates per evaluation of the objective
+
+
+def chunked(fn: Callable, points: np.ndarray, size: int = CHUNK) -> np.ndarray:
+    """``fn`` over ``points`` (n, ...) in chunks of ``size`` rows, the last one padded by
+    repeating its final row so that every call has one shape (one compilation of a jitted
+    ``fn``); (n, ...) numpy."""
+    n = len(points)
+    n_pad = -n % size
+    padded = np.concatenate([points, np.repeat(points[-1:], n_pad, axis=0)]) if n_pad else points
+    out = [np.asarray(fn(jnp.asarray(padded[i:i + size]))) for i in range(0, len(padded), size)]
+    return np.concatenate(out)[:n]
+
+
 def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | None = None, stat: str = "mean",
             q: float = 0.9, n_candidates: int = 2048, n_refine: int = 8, steps: int = 200, lr: float = 0.02,
             seed: int = 0, known: np.ndarray | None = None) -> Optimum:
@@ -158,8 +172,7 @@ def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | No
     known = np.zeros((0, M)) if known is None else np.atleast_2d(np.asarray(known, float))
     cands = bounds.project(np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M),
                                            known]))
-    values = np.concatenate([np.asarray(statistic(loss_fn(jnp.asarray(chunk))))
-                             for chunk in np.array_split(cands, max(1, len(cands) // 256))])
+    values = chunked(jax.jit(lambda r: statistic(loss_fn(r))), cands)
     starts = cands[np.argsort(values, kind="stable")[:n_refine]]
 
     def objective(r):

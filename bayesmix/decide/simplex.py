@@ -395,11 +395,15 @@ def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, s
     k = int(rng.choice(candidates))
     r = project_box_simplex(best_r[k], bounds.lower, bounds.upper)[0]
     bounds.check(r)
-    value = float(jax.jit(objective)(jnp.asarray(r)))
+    value_and_grad = jax.jit(jax.value_and_grad(objective))  # one compilation for the value and both checks
+    value = float(value_and_grad(jnp.asarray(r))[0])
     if not np.isfinite(value):
         r, value = best_r[k], float(best_v[k])
     moved = bool(np.max(np.abs(r - starts[k])) > 1e-9)
-    grad = jax.jit(jax.grad(objective))
+
+    def grad(x):
+        return value_and_grad(x)[1]
+
     stat = stationarity(objective, r, bounds.lower, bounds.upper, grad=grad)
     gain = 0.0 if moved or steps == 0 else descent_gain(objective, r, bounds.lower, bounds.upper, grad=grad)
     info = SimplexOptimum(start=starts[k], start_value=float(start_v[k]), moved=moved, stationarity=stat,

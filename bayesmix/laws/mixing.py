@@ -39,10 +39,19 @@ def m4_mean(r_centered, level, floor, t):
     return floor + (level - floor) * jnp.exp(r_centered @ t.T)
 
 
-def m4_draws(r_centered, level, floor, t):
+def m4_draws(r_centered, level, floor, t, xp=jnp):
     """M4 for every posterior draw: (draws, n, E) at centred mixtures r_centered (n, M), with
-    level, floor (draws, E) and t (draws, E, M). A JAX function (differentiable in r)."""
-    return jax.vmap(m4_mean, in_axes=(None, 0, 0, 0))(r_centered, level, floor, t)
+    level, floor (draws, E) and t (draws, E, M):
+    ``floor[d, e] + (level[d, e] - floor[d, e]) * exp(sum_j r[n, j] t[d, e, j])``.
+    ``xp``: the array namespace, ``jax.numpy`` (differentiable in r, traceable) or ``numpy``
+    (no compilation: for predictions at many query shapes)."""
+    level, floor = level[:, None, :], floor[:, None, :]
+    return floor + (level - floor) * xp.exp(xp.einsum("nm,dem->dne", r_centered, t))
+
+
+def m4_numpy(r_centered, params: dict) -> np.ndarray:
+    """:func:`m4_draws` in numpy for the draws ``params`` (level, floor, t): (draws, n, E)."""
+    return m4_draws(np.asarray(r_centered), *(np.asarray(params[k]) for k in ("level", "floor", "t")), np)
 
 
 def m4_model(data: dict, priors: dict, y=None):
@@ -190,13 +199,13 @@ class MixingLaw:
     def fitted(params: dict[str, np.ndarray], data: LawData) -> np.ndarray:
         """The mean at the law's own observations for every draw: (draws, n_obs)."""
         a = data.arrays
-        per_run = m4_draws(a["r_centered"], params["level"], params["floor"], params["t"])  # (draws, runs, E)
-        return np.asarray(per_run)[:, a["run"], a["eval"]]
+        per_run = m4_numpy(a["r_centered"], params)  # (draws, runs, E)
+        return per_run[:, a["run"], a["eval"]]
 
     @staticmethod
     def per_eval_draws(params: dict[str, np.ndarray], query: Query) -> np.ndarray:
         """(draws, n, E): every eval's mean at the query's mixtures for every draw."""
-        return np.asarray(m4_draws(query.arrays["r_centered"], params["level"], params["floor"], params["t"]))
+        return m4_numpy(query.arrays["r_centered"], params)
 
     @classmethod
     def mean_from_per_eval(cls, per_eval: np.ndarray, query: Query, meta: dict) -> np.ndarray:

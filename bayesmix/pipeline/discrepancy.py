@@ -206,13 +206,14 @@ def laplace_features(n_domains: int, length: float, n_features: int, rng: np.ran
     return omega, rng.uniform(0.0, 2 * np.pi, n_features)
 
 
-def unit_field(r, omega, phase, coef):
+def unit_field(r, omega, phase, coef, xp=jnp):
     """Unit-variance field at mixtures r (n, M) for every draw: coef (D, J) -> (D, n).
 
     g_d(r) = coef_d . phi(r) / ||phi(r)||, phi_j(r) = cos(omega_j . r + phase_j): for
-    coef_d ~ N(0, I) exactly N(0, 1) at each r, correlated as the features' kernel."""
-    phi = jnp.cos(r @ omega.T + phase)  # (n, J)
-    phi = phi / jnp.linalg.norm(phi, axis=-1, keepdims=True)
+    coef_d ~ N(0, I) exactly N(0, 1) at each r, correlated as the features' kernel.
+    ``xp``: the array namespace (``jax.numpy`` to trace it, ``numpy`` to skip compilation)."""
+    phi = xp.cos(r @ omega.T + phase)  # (n, J)
+    phi = phi / xp.linalg.norm(phi, axis=-1, keepdims=True)
     return coef @ phi.T
 
 
@@ -283,7 +284,18 @@ class Discrepancy:
 
     def _parts(self, n_draws: int):
         """Per draw: the shared mean and variance (step and size), the mixing law's (bias, k)
-        per unit distance, the fields' features, and the coefficients of g and of h."""
+        per unit distance, the fields' features, and the coefficients of g and of h; drawn once
+        per ``n_draws`` (the same seed gives the same numbers) and kept, read-only."""
+        cache = self.__dict__.setdefault("_parts_cache", {})
+        if n_draws not in cache:
+            parts = self._draw_parts(n_draws)
+            for a in parts:
+                a.flags.writeable = False
+            cache[n_draws] = parts
+        return cache[n_draws]
+
+    def _draw_parts(self, n_draws: int):
+        """What :meth:`_parts` keeps, drawn afresh."""
         draws = self.stage_draws(n_draws)
         shift, shared = np.zeros(n_draws), np.zeros(n_draws)
         for name in ("step", "size"):
@@ -301,27 +313,34 @@ class Discrepancy:
     def jax_fn(self, n_draws: int, idx: np.ndarray | None = None, own: int | None = None):
         """A JAX function ``delta(r (n, M)) -> (draws, n)`` for draws ``idx`` of ``n_draws``;
         ``own``: the training domain whose own evaluation this loss is (the face rise's weight)."""
+        return self.delta_fn(n_draws, idx, own, jnp)
+
+    def delta_fn(self, n_draws: int, idx: np.ndarray | None = None, own: int | None = None, xp=jnp):
+        """``delta(r (n, M)) -> (draws, n)`` in the array namespace ``xp`` (see :meth:`jax_fn`):
+
+            delta_d(r) = shift_d + b_d x(r) + sqrt(shared_d + (k_d x(r))^2) g_d(r) + c(r) |h_d(r)|
+
+        x(r) the distance to the tried mixtures, g and h unit fields, c(r) the face rise's scale."""
         parts = self._parts(n_draws)
         per_draw = [a if idx is None else a[idx] for a in (*parts[:4], *parts[6:])]
-        shift, shared, mix_bias, mix_k, coef, face_coef = (jnp.asarray(a) for a in per_draw)
-        omega, phase, tried = jnp.asarray(parts[4]), jnp.asarray(parts[5]), jnp.asarray(self.tried)
+        shift, shared, mix_bias, mix_k, coef, face_coef = (xp.asarray(a) for a in per_draw)
+        omega, phase, tried = xp.asarray(parts[4]), xp.asarray(parts[5]), xp.asarray(self.tried)
         face_scale, tried_np = self.face_scale, self.tried
 
         def delta(r):
-            d = support_distance(r, tried, jnp)[None, :]  # (1, n)
-            s = jnp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
-            out = shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef)
+            d = support_distance(r, tried, xp)[None, :]  # (1, n)
+            s = xp.sqrt(shared[:, None] + (mix_k[:, None] * d) ** 2)
+            out = shift[:, None] + mix_bias[:, None] * d + s * unit_field(r, omega, phase, coef, xp)
             if face_scale > 0:
-                rise = face_scale * removed_share(r, tried_np, jnp, own)[None, :]
-                out = out + rise * jnp.abs(unit_field(r, omega, phase, face_coef))
+                rise = face_scale * removed_share(r, tried_np, xp, own)[None, :]
+                out = out + rise * xp.abs(unit_field(r, omega, phase, face_coef, xp))
             return out
 
         return delta
 
     def draws(self, r: np.ndarray, n_draws: int, own: int | None = None) -> np.ndarray:
-        """delta_d(r) for d < n_draws at mixtures r (n, M): (n_draws, n) (``own``: :meth:`jax_fn`)."""
-        with jax.enable_x64(True):
-            return np.asarray(self.jax_fn(n_draws, own=own)(jnp.asarray(np.atleast_2d(r), float)))
+        """delta_d(r) for d < n_draws at mixtures r (n, M): (n_draws, n) (``own``: :meth:`jax_fn`), in numpy."""
+        return self.delta_fn(n_draws, own=own, xp=np)(np.atleast_2d(np.asarray(r, float)))
 
     def moments(self, r: np.ndarray, own: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and sd of delta(r) (n,) under the posteriors, the stages taken as independent:

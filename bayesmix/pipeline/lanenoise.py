@@ -80,16 +80,30 @@ def own_noise_ratio(sigma: np.ndarray, spread: np.ndarray, df: float, k_min: flo
     return np.sqrt(own / lane_var)
 
 
-def shrink_by_lane(values, lane_of_draw, k, n_lanes: int):
+def segment_sum(values, segment, n_segments: int, xp=jnp):
+    """Sums of ``values`` (n, ...) over rows with equal ``segment`` (n,) in 0..n_segments-1:
+    (n_segments, ...); ``xp``: ``jax.numpy`` (traceable) or ``numpy``."""
+    if xp is jnp:
+        return jax.ops.segment_sum(values, jnp.asarray(segment), num_segments=n_segments)
+    out = np.zeros((n_segments,) + np.shape(values)[1:], dtype=np.result_type(values, float))
+    np.add.at(out, np.asarray(segment), values)
+    return out
+
+
+def shrink_by_lane(values, lane_of_draw, k, n_lanes: int, xp=jnp):
     """Draws brought towards their lane's mean: ``values`` (n, ...) draws of any lanes
     (``lane_of_draw`` (n,) in 0..D-1, any number of draws per lane), ``k`` (D, ...)
-    broadcastable against one draw; (n, ...). Lane means are over the draws present,
-    so a subsample of draws works. Pure ``jax.numpy``: usable inside a jitted loss function."""
-    lane_of_draw = jnp.asarray(lane_of_draw)
-    sums = jax.ops.segment_sum(values, lane_of_draw, num_segments=n_lanes)
-    counts = jax.ops.segment_sum(jnp.ones(values.shape[0]), lane_of_draw, num_segments=n_lanes)
-    means = (sums / jnp.maximum(counts, 1.0).reshape((-1,) + (1,) * (values.ndim - 1)))[lane_of_draw]
-    return means + jnp.asarray(k)[lane_of_draw] * (values - means)
+    broadcastable against one draw; (n, ...):
+
+        out_i = mean_{lane(i)} + k_{lane(i)} (values_i - mean_{lane(i)})
+
+    Lane means are over the draws present, so a subsample of draws works. ``xp``: ``jax.numpy``
+    (usable inside a jitted loss function) or ``numpy`` (no compilation)."""
+    lane_of_draw = xp.asarray(lane_of_draw)
+    sums = segment_sum(values, lane_of_draw, n_lanes, xp)
+    counts = segment_sum(xp.ones(values.shape[0]), lane_of_draw, n_lanes, xp)
+    means = (sums / xp.maximum(counts, 1.0).reshape((-1,) + (1,) * (values.ndim - 1)))[lane_of_draw]
+    return means + xp.asarray(k)[lane_of_draw] * (values - means)
 
 
 def shrink_predictions(pred: np.ndarray, k_points: np.ndarray) -> np.ndarray:
@@ -101,7 +115,7 @@ def shrink_predictions(pred: np.ndarray, k_points: np.ndarray) -> np.ndarray:
     beyond the observed sizes) would otherwise move its predictions down."""
     n_lanes = k_points.shape[0]
     lane_of_draw = np.repeat(np.arange(n_lanes), pred.shape[0] // n_lanes)
-    return np.asarray(shrink_by_lane(pred, lane_of_draw, k_points, n_lanes))
+    return shrink_by_lane(np.asarray(pred), lane_of_draw, np.asarray(k_points), n_lanes, np)
 
 
 def lane_ratios(stage, lanes: LaneSamples, values: np.ndarray, k_min: float = K_MIN) -> tuple[np.ndarray, dict]:
@@ -132,5 +146,5 @@ def mix_predictions(stage: Stage, params: dict[str, np.ndarray], query, lane_of_
     if lane_ratio is None:
         return predict_stage(stage, params, query)
     per_eval = stage.law.per_eval_draws(params, query)
-    per_eval = np.asarray(shrink_by_lane(per_eval, lane_of_draw, lane_ratio[:, None, :], lane_ratio.shape[0]))
+    per_eval = shrink_by_lane(per_eval, lane_of_draw, np.asarray(lane_ratio)[:, None, :], lane_ratio.shape[0], np)
     return stage.law.mean_from_per_eval(per_eval, query, stage.data.meta)
