@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -111,3 +112,28 @@ def test_a_function_without_domains_is_refused():
         suggest(draws_fn, q=1)
     with pytest.raises(TypeError, match="cannot build an objective"):
         suggest(42, q=1)
+
+
+@pytest.mark.parametrize("name", ["logei", "pi", "ucb"])
+def test_neutral_padding_leaves_every_acquisition_and_its_gradient_unchanged(name):
+    from bayesmix.design import acquisition as acq
+    from bayesmix.design.suggest import neutral_padding
+
+    rng = np.random.default_rng(0)
+    fixed = 2.0 + 0.1 * rng.standard_normal((400, 1))
+    incumbent, scale = 2.0, 0.1
+    acquisition = acq.get_acquisition(name)
+
+    def value(shift, width):
+        cand = 2.05 + shift + 0.1 * jnp.asarray(rng_draws)
+        return acquisition(jnp.concatenate([jnp.asarray(neutral_padding(fixed, width, incumbent, scale)),
+                                            cand[:, None]], axis=1), incumbent, scale)
+
+    rng_draws = np.random.default_rng(1).standard_normal(400)
+    with jax.enable_x64(True):
+        for shift in (0.0, 0.3, -0.2):  # a candidate about level with, far worse than and better than the incumbent
+            exact, padded = float(value(shift, 1)), float(value(shift, 3))
+            assert padded == pytest.approx(exact, abs=1e-8)
+            g_exact, g_padded = jax.grad(value)(shift, 1), jax.grad(value)(shift, 3)
+            assert np.isfinite(g_padded) and float(g_padded) == pytest.approx(float(g_exact), rel=1e-6, abs=1e-10)
+    assert neutral_padding(fixed, 1, incumbent, scale).shape == (400, 1)  # nothing to pad

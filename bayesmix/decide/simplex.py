@@ -26,6 +26,7 @@ computation. Every returned mixture is projected again in float64 and checked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -298,13 +299,21 @@ class UnmovedOptimumWarning(UserWarning):
     """The optimiser returned its start although the projected gradient there is not zero."""
 
 
-def _refiner(objective: Callable, lo: jax.Array, hi: jax.Array, steps: int, learning_rate: float):
-    """Compiled vmapped projected-Adam refinement of a batch of starts (S, M)."""
-    value_and_grad = jax.value_and_grad(objective)
+@functools.lru_cache(maxsize=8)
+def _refiner(objective: Callable, steps: int, learning_rate: float):
+    """Compiled vmapped projected-Adam refinement of a batch of starts (S, M): ``refine(starts,
+    (lo, hi, args))`` with ``objective(r, *args)``; kept per (objective, steps, learning rate), so
+    that new ``args`` of the same shapes reuse one compilation."""
     schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.02)
     opt = optax.adam(schedule)
 
-    def refine(r0):
+    def refine(r0, consts):
+        lo, hi, args = consts
+
+        def fun(r):
+            return objective(r, *args)
+
+        value_and_grad = jax.value_and_grad(fun)
         v0, _ = value_and_grad(r0)
         v0 = jnp.where(jnp.isfinite(v0), v0, jnp.inf)
         state = opt.init(r0)
@@ -318,14 +327,20 @@ def _refiner(objective: Callable, lo: jax.Array, hi: jax.Array, steps: int, lear
             direction = (r - project_jax(r - h * g, lo, hi)) / h  # the projected gradient
             updates, state = opt.update(direction, state, r)
             r_new = project_jax(r + updates, lo, hi)
-            v_new = objective(r_new)
+            v_new = fun(r_new)
             better = jnp.isfinite(v_new) & (v_new < best_v)
             return (r_new, state, jnp.where(better, r_new, best_r), jnp.where(better, v_new, best_v)), None
 
         (_, _, best_r, best_v), _ = jax.lax.scan(step, (r0, state, r0, v0), None, length=steps)
         return best_r, best_v, v0
 
-    return jax.jit(jax.vmap(refine))
+    return jax.jit(jax.vmap(refine, in_axes=(0, None)))
+
+
+@functools.lru_cache(maxsize=8)
+def _value_and_grad(objective: Callable):
+    """``(r, args) -> (objective(r, *args), its gradient in r)``, compiled once per objective."""
+    return jax.jit(jax.value_and_grad(lambda r, args: objective(r, *args)))
 
 
 def stationarity(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: float = 1e-6, *,
@@ -360,10 +375,14 @@ def descent_gain(objective: Callable, r: np.ndarray, lo: np.ndarray, hi: np.ndar
     return float(f0 - values.min()) if values.size and np.isfinite(f0) else 0.0
 
 
-def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, steps: int = 200,
+def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, args: tuple = (), steps: int = 200,
                         learning_rate: float = 0.02, seed: int = 0,
                         warn_unmoved: bool = True) -> tuple[np.ndarray, float, SimplexOptimum]:
-    """Minimise ``objective(r (M,)) -> scalar`` (a JAX function) over the bounded simplex.
+    """Minimise ``objective(r (M,), *args) -> scalar`` (a JAX function) over the bounded simplex.
+
+    ``args``: arrays the objective takes after r, traced rather than baked in: calls with the same
+    ``objective`` and arguments of the same shapes compile once (e.g. one pick after another of
+    a batch).
 
     ``starts`` (S, M): starting mixtures (projected onto the bounds first). Each
     is refined by ``steps`` steps of projected Adam (step ``learning_rate`` in
@@ -385,7 +404,9 @@ def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, s
         raise ValueError(f"starts must have shape (S, {bounds.n_domains}) with S >= 1, got {starts.shape}")
     starts = bounds.project(starts)
     lo, hi = jnp.asarray(bounds.lower), jnp.asarray(bounds.upper)
-    best_r, best_v, start_v = _refiner(objective, lo, hi, int(steps), float(learning_rate))(jnp.asarray(starts))
+    args = tuple(jnp.asarray(a) for a in args)
+    best_r, best_v, start_v = _refiner(objective, int(steps), float(learning_rate))(jnp.asarray(starts),
+                                                                                   (lo, hi, args))
     best_r, best_v, start_v = (np.asarray(a, dtype=float) for a in (best_r, best_v, start_v))
     finite = np.isfinite(best_v)
     if not finite.any():
@@ -395,17 +416,20 @@ def minimise_on_simplex(objective: Callable, bounds: SimplexBounds, starts, *, s
     k = int(rng.choice(candidates))
     r = project_box_simplex(best_r[k], bounds.lower, bounds.upper)[0]
     bounds.check(r)
-    value_and_grad = jax.jit(jax.value_and_grad(objective))  # one compilation for the value and both checks
-    value = float(value_and_grad(jnp.asarray(r))[0])
+    value_and_grad = _value_and_grad(objective)  # one compilation for the value and both checks
+    value = float(value_and_grad(jnp.asarray(r), args)[0])
     if not np.isfinite(value):
         r, value = best_r[k], float(best_v[k])
     moved = bool(np.max(np.abs(r - starts[k])) > 1e-9)
 
-    def grad(x):
-        return value_and_grad(x)[1]
+    def bound(x):
+        return objective(x, *args)
 
-    stat = stationarity(objective, r, bounds.lower, bounds.upper, grad=grad)
-    gain = 0.0 if moved or steps == 0 else descent_gain(objective, r, bounds.lower, bounds.upper, grad=grad)
+    def grad(x):
+        return value_and_grad(x, args)[1]
+
+    stat = stationarity(bound, r, bounds.lower, bounds.upper, grad=grad)
+    gain = 0.0 if moved or steps == 0 else descent_gain(bound, r, bounds.lower, bounds.upper, grad=grad)
     info = SimplexOptimum(start=starts[k], start_value=float(start_v[k]), moved=moved, stationarity=stat,
                           values=best_v, start_values=start_v, n_nonfinite=int((~finite).sum()),
                           steps=int(steps), feasible=True, descent_gain=gain)

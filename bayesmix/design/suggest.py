@@ -259,11 +259,23 @@ def _point_stats(draws, incumbent, scale, *, tau_relu):
             acq.prob_improvement(draws[..., None], incumbent))
 
 
-def _negated_batch(acquisition: acq.Acquisition, incumbent: float, scale: float, draws_fn: DrawsFn,
-                   fixed: jax.Array) -> Callable:
-    """``r (M,) -> -acquisition(fixed draws (D, k) + draws at r)``: the function refinement minimises."""
+NEUTRAL_GAP = 1e6  # a padding column's loss: incumbent + NEUTRAL_GAP * scale, a mixture that never improves
 
-    def negative(r):
+
+def neutral_padding(fixed: np.ndarray, width: int, incumbent: float, scale: float) -> np.ndarray:
+    """The batch's draws so far ``fixed`` (D, k) padded to (D, width) with columns of constant loss
+    ``incumbent + NEUTRAL_GAP * scale``: to every acquisition here a mixture that never improves
+    (qUCB exactly; qLogEI and qLogPI within ~1e-9 through their smooth max), so that every pick
+    of a batch has one shape and its refinement one compilation."""
+    pad = np.full((fixed.shape[0], width - fixed.shape[1]), incumbent + NEUTRAL_GAP * scale)
+    return np.concatenate([fixed, pad], axis=1)
+
+
+def _negated_batch(acquisition: acq.Acquisition, draws_fn: DrawsFn) -> Callable:
+    """``(r (M,), fixed (D, k), incumbent, scale) -> -acquisition(fixed draws + draws at r)``: the
+    function refinement minimises, the same object for every pick of a batch."""
+
+    def negative(r, fixed, incumbent, scale):
         return -acquisition(jnp.concatenate([fixed, draws_fn(r[None, :])], axis=1), incumbent, scale)
 
     return negative
@@ -338,9 +350,9 @@ def _refined_pick(ctx: dict, batch: _Batch, scores: np.ndarray, k: int):
     r_c, origin, search = ctx["r_c"], ctx["origin"], ctx["search"]
     order = np.argsort(-scores)
     starts = r_c[order[:search.n_starts]][np.isfinite(scores[order[:search.n_starts]])]
-    negative = _negated_batch(ctx["acquisition"], ctx["incumbent"], ctx["scale"], ctx["obj"].draws_fn,
-                              jnp.asarray(batch.chosen_f))
-    r_opt, v_opt, info = minimise_on_simplex(negative, ctx["bounds"], starts, steps=search.steps,
+    fixed = neutral_padding(batch.chosen_f, ctx["q"] - 1, ctx["incumbent"], ctx["scale"])
+    r_opt, v_opt, info = minimise_on_simplex(ctx["negative"], ctx["bounds"], starts,
+                                             args=(fixed, ctx["incumbent"], ctx["scale"]), steps=search.steps,
                                              learning_rate=search.learning_rate, seed=ctx["seed"] + k,
                                              warn_unmoved=False)
     tried_r = ctx["tried_r"]
@@ -486,7 +498,8 @@ def suggest_with_landscape(source, q: int = 4, *, acquisition: str | acq.Acquisi
                       "gradient refinement", stacklevel=2)
     ctx = {"obj": obj, "bounds": bounds, "r_c": r_c, "f_c": f_c, "labels_c": labels_c, "origin": origin,
            "tried_r": tried_r, "pool": pool, "search": search, "acquisition": acquisition,
-           "incumbent": incumbent, "scale": scale, "seed": seed}
+           "incumbent": incumbent, "scale": scale, "seed": seed, "q": q,
+           "negative": _negated_batch(acquisition, obj.draws_fn)}
     with jax.enable_x64(True):
         batch, alone = _greedy_batch(ctx, q, refine)
     table = _suggestion_table(ctx, batch, prob, prefix)
