@@ -172,11 +172,14 @@ def optimum(loss_fn: Callable, domains: list[str], *, bounds: SimplexBounds | No
     known = np.zeros((0, M)) if known is None else np.atleast_2d(np.asarray(known, float))
     cands = bounds.project(np.concatenate([rng.dirichlet(np.ones(M), size=n_candidates), np.full((1, M), 1.0 / M),
                                            known]))
-    values = chunked(jax.jit(lambda r: statistic(loss_fn(r))), cands)
-    starts = cands[np.argsort(values, kind="stable")[:n_refine]]
+    def batch_objective(r):  # (n, M) -> (n,)
+        return statistic(loss_fn(r))
 
-    def objective(r):
-        return statistic(loss_fn(r[None, :]))[0]
+    def objective(r):  # (M,) -> scalar
+        return batch_objective(r[None, :])[0]
+
+    values = chunked(jax.jit(batch_objective), cands)
+    starts = cands[np.argsort(values, kind="stable")[:n_refine]]
 
     r, value, info = minimise_on_simplex(objective, bounds, starts, steps=steps, learning_rate=lr, seed=seed,
                                          warn_unmoved=False)

@@ -265,7 +265,7 @@ NEUTRAL_GAP = 1e6  # a padding column's loss: incumbent + NEUTRAL_GAP * scale, a
 def neutral_padding(fixed: np.ndarray, width: int, incumbent: float, scale: float) -> np.ndarray:
     """The batch's draws so far ``fixed`` (D, k) padded to (D, width) with columns of constant loss
     ``incumbent + NEUTRAL_GAP * scale``: to every acquisition here a mixture that never improves
-    (qUCB exactly; qLogEI and qLogPI within ~1e-9 through their smooth max), so that every pick
+    (qUCB exactly; qLogEI and qLogPI within 1e-8 through their smooth max), so that every pick
     of a batch has one shape and its refinement one compilation."""
     pad = np.full((fixed.shape[0], width - fixed.shape[1]), incumbent + NEUTRAL_GAP * scale)
     return np.concatenate([fixed, pad], axis=1)
@@ -364,10 +364,10 @@ def _refined_pick(ctx: dict, batch: _Batch, scores: np.ndarray, k: int):
     return None
 
 
-def _greedy_batch(ctx: dict, q: int, refine: bool) -> tuple[_Batch, np.ndarray]:
-    """Pick ``q`` mixtures one at a time, each maximising the batch acquisition given the
+def _greedy_batch(ctx: dict, refine: bool) -> tuple[_Batch, np.ndarray]:
+    """Pick ``ctx["q"]`` mixtures one at a time, each maximising the batch acquisition given the
     earlier picks; returns the batch and every candidate's acquisition alone (the landscape)."""
-    r_c, f_c, search = ctx["r_c"], ctx["f_c"], ctx["search"]
+    r_c, f_c, search, q = ctx["r_c"], ctx["f_c"], ctx["search"], ctx["q"]
     batch = _Batch([], np.zeros((f_c.shape[0], 0)), [])
     available = np.ones(r_c.shape[0], bool)
     if len(ctx["tried_r"]) and ctx["pool"] is None:
@@ -501,7 +501,7 @@ def suggest_with_landscape(source, q: int = 4, *, acquisition: str | acq.Acquisi
            "incumbent": incumbent, "scale": scale, "seed": seed, "q": q,
            "negative": _negated_batch(acquisition, obj.draws_fn)}
     with jax.enable_x64(True):
-        batch, alone = _greedy_batch(ctx, q, refine)
+        batch, alone = _greedy_batch(ctx, refine)
     table = _suggestion_table(ctx, batch, prob, prefix)
     table.attrs.update({
         "acquisition": acquisition.name, "acquisition_settings": dataclasses.asdict(acquisition),
